@@ -1,0 +1,3 @@
+//! Detection: synchronous functions of (state, event) -> alerts.
+
+pub mod alert;

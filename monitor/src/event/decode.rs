@@ -1,0 +1,1 @@
+//! Decoding ring-buffer records into events (filled in with the kernel side).

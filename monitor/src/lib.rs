@@ -1,0 +1,10 @@
+//! agentwatch: a runtime monitor for AI coding agents.
+//!
+//! The library holds everything but the CLI glue, so it can be tested without
+//! the binary: sources produce [`event::model::Event`]s, the [`pipeline`]
+//! feeds them through state and detectors into [`sinks`].
+
+pub mod detect;
+pub mod event;
+pub mod pipeline;
+pub mod sinks;
