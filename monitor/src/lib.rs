@@ -7,4 +7,5 @@
 pub mod detect;
 pub mod event;
 pub mod pipeline;
+pub mod probes;
 pub mod sinks;

@@ -1,0 +1,3 @@
+//! Loading the kernel programs: what they need from the running kernel (BTF offsets).
+
+pub mod btf;
