@@ -4,6 +4,7 @@
 //! the binary: sources produce [`event::model::Event`]s, the [`pipeline`]
 //! feeds them through state and detectors into [`sinks`].
 
+pub mod cgroup;
 pub mod detect;
 pub mod event;
 pub mod pipeline;
