@@ -316,15 +316,16 @@ pub mod maps {
     pub const EVENTS: &str = "EVENTS";
     /// Per-CPU lost-event counters, indexed by raw [`crate::EventKind`].
     pub const LOST: &str = "LOST";
-    /// Array of [`crate::WatchedCgroup`], `MAX_WATCHED` slots.
-    pub const WATCHED: &str = "WATCHED";
 }
 
 /// Names of the `.rodata` globals the loader sets before load. The kernel
 /// structure offsets come from the running kernel's BTF, so one object file
 /// works across kernel builds.
 pub mod globals {
-    /// Number of used slots in the WATCHED map.
+    /// `[WatchedCgroup; MAX_WATCHED]`: the watched subtrees. A `.rodata`
+    /// constant rather than a map, so the check costs no map lookup.
+    pub const WATCHED: &str = "WATCHED";
+    /// Number of used slots in WATCHED.
     pub const WATCHED_COUNT: &str = "WATCHED_COUNT";
     /// The daemon's own pid, skipped in the kernel.
     pub const SELF_PID: &str = "SELF_PID";
@@ -332,6 +333,15 @@ pub mod globals {
     pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
     /// The [`crate::KernelOffsets`] struct.
     pub const OFFSETS: &str = "OFFSETS";
+}
+
+impl WatchedCgroup {
+    /// An unused slot.
+    pub const EMPTY: Self = Self {
+        id: 0,
+        level: 0,
+        _pad: 0,
+    };
 }
 
 /// Byte offsets of the kernel structure members the programs read, taken from

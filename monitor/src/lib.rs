@@ -6,7 +6,13 @@
 
 pub mod cgroup;
 pub mod detect;
+pub mod dns;
 pub mod event;
+pub mod host;
 pub mod pipeline;
+pub mod policy;
 pub mod probes;
+pub mod proctree;
+pub mod session;
 pub mod sinks;
+pub mod source;

@@ -1,0 +1,173 @@
+//! Wiring: choose a source, build the pipeline and its sinks, run.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use agentwatch::cgroup::{self, WatchTarget};
+use agentwatch::pipeline::Pipeline;
+use agentwatch::probes::loader::{LoadOptions, Probes};
+use agentwatch::sinks::trace::TracePrinter;
+use agentwatch::sinks::Sink;
+use agentwatch::source::live::{now_ns, LiveSource, LiveStats};
+use agentwatch::source::procscan;
+use anyhow::{bail, Context as _, Result};
+
+use crate::cli::{Cli, Command, Targets, TraceArgs};
+
+/// An error in what the user gave us (exit code 2), as opposed to a failure
+/// while running (exit code 1).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Exit code for an error: 2 for bad input, 1 otherwise.
+pub fn exit_code(err: &anyhow::Error) -> ExitCode {
+    if err
+        .chain()
+        .any(|e| e.is::<UsageError>() || e.is::<cgroup::CgroupError>())
+    {
+        ExitCode::from(2)
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// Runs the command line.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    init_logging(&cli.log);
+    match cli.command {
+        Some(Command::Trace(args)) => trace(args),
+        None => {
+            let args = cli.watch;
+            if args.targets.cgroups.is_empty() {
+                return Err(UsageError(
+                    "no cgroup to watch: give --cgroup (for example --cgroup agent.slice); \
+                     see agentwatch --help"
+                        .into(),
+                )
+                .into());
+            }
+            bail!("watching with detection is not wired yet; use `agentwatch trace`")
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
+
+/// Resolves every `--cgroup` on this host.
+fn resolve_targets(targets: &Targets) -> Result<(std::path::PathBuf, Vec<WatchTarget>)> {
+    if targets.cgroups.is_empty() {
+        return Err(UsageError(
+            "no cgroup to watch: give --cgroup (for example --cgroup agent.slice)".into(),
+        )
+        .into());
+    }
+    if !targets.ring_mib.is_power_of_two() || targets.ring_mib > 1024 {
+        return Err(UsageError(format!(
+            "--ring-mib {} is not a power of two between 1 and 1024",
+            targets.ring_mib
+        ))
+        .into());
+    }
+    let root = cgroup::cgroup2_mount_from_host()?;
+    let mut out: Vec<WatchTarget> = Vec::new();
+    for spec in &targets.cgroups {
+        let t = cgroup::resolve(&root, spec)?;
+        if !out.iter().any(|o| o.id == t.id) {
+            out.push(t);
+        }
+    }
+    Ok((root, out))
+}
+
+fn load_options(targets: &Targets) -> LoadOptions {
+    LoadOptions {
+        ring_bytes: targets.ring_mib << 20,
+        ..LoadOptions::default()
+    }
+}
+
+/// Loads the programs for `targets` and prepares the live source.
+fn start_live(targets: &[WatchTarget], opts: &LoadOptions) -> Result<(Probes, LiveSource)> {
+    let mut probes = Probes::load(targets, opts).context("starting the eBPF probes")?;
+    let ring = probes.take_events()?;
+    let lost = probes.take_lost()?;
+    let source = LiveSource::new(ring, lost).context("polling the ring buffer")?;
+    Ok((probes, source))
+}
+
+/// Tells systemd (Type=notify) and the user that watching has begun.
+fn announce_ready(targets: &[WatchTarget]) {
+    let names: Vec<String> = targets
+        .iter()
+        .map(|t| format!("{} (id {})", t.rel_path, t.id))
+        .collect();
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    eprintln!("agentwatch: watching {}; ready", names.join(", "));
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => {},
+        _ = term.recv() => {},
+    }
+}
+
+fn report_stats(stats: &LiveStats) {
+    let lost = if stats.lost_total() == 0 {
+        "no events lost".to_string()
+    } else {
+        let parts: Vec<String> = stats.lost.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        format!("LOST {} events ({})", stats.lost_total(), parts.join(", "))
+    };
+    eprintln!(
+        "agentwatch: stopped; {} events, {} undecodable records, {lost}",
+        stats.events, stats.bad_records
+    );
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// `agentwatch trace`: every event, one line each.
+fn trace(args: TraceArgs) -> Result<ExitCode> {
+    let (root, targets) = resolve_targets(&args.targets)?;
+    let rt = runtime()?;
+    let _rt = rt.enter();
+    let (probes, source) = start_live(&targets, &load_options(&args.targets))?;
+    let json = args.json || !std::io::stdout().is_terminal() && args.json;
+    let printer: Box<dyn Sink> = Box::new(TracePrinter::new(std::io::stdout(), json));
+    let mut pipeline = Pipeline::new(Box::new(|_| Vec::new()), vec![printer]);
+    let rel: Vec<String> = targets.iter().map(|t| t.rel_path.clone()).collect();
+    for ev in procscan::scan(std::path::Path::new("/proc"), &root, &rel, now_ns()) {
+        pipeline.handle(&ev);
+    }
+    announce_ready(&targets);
+    let stats = rt.block_on(source.run(&mut pipeline, shutdown_signal()))?;
+    pipeline.finish();
+    drop(probes);
+    report_stats(&stats);
+    Ok(ExitCode::SUCCESS)
+}
