@@ -12,7 +12,6 @@ pub mod host;
 pub mod pipeline;
 pub mod policy;
 pub mod probes;
-pub mod session;
 pub mod proctree;
 pub mod session;
 pub mod sinks;
