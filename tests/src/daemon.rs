@@ -257,6 +257,23 @@ impl Daemon {
         }
     }
 
+    /// Wait until stderr contains `needle` (case-insensitive); panics after
+    /// `timeout` with the stderr seen.
+    pub fn wait_for_stderr(&self, needle: &str, timeout: Duration) -> String {
+        let needle = needle.to_lowercase();
+        crate::util::poll(timeout, || {
+            let e = self.stderr();
+            e.to_lowercase().contains(&needle).then_some(e)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "agentwatch {:?}: no {needle:?} on stderr within {timeout:?}; stderr:\n{}",
+                self.args,
+                self.stderr()
+            )
+        })
+    }
+
     /// Stop with SIGTERM and wait (at most 30 s) for it to exit.
     pub fn stop(mut self) -> Finished {
         let mut child = self.child.take().expect("daemon running");
