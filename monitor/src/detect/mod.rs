@@ -75,6 +75,14 @@ pub trait Detect: Send {
     }
 }
 
+/// A plain function of the event is a detector without summaries (tests,
+/// `trace`).
+impl<F: FnMut(&Event) -> Vec<Alert> + Send> Detect for F {
+    fn on_event(&mut self, event: &Event) -> Vec<Alert> {
+        self(event)
+    }
+}
+
 /// Counters for what the engine could not use (never fatal).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EngineStats {
