@@ -5,6 +5,7 @@
 //! feeds them through state and detectors into [`sinks`].
 
 pub mod cgroup;
+pub mod commands;
 pub mod detect;
 pub mod dns;
 pub mod event;
@@ -13,6 +14,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod probes;
 pub mod proctree;
+pub mod report;
 pub mod session;
 pub mod sinks;
 pub mod source;

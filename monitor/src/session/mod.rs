@@ -10,6 +10,7 @@
 pub mod format;
 pub mod reader;
 pub mod store;
+pub mod summary;
 pub mod writer;
 
 use std::path::PathBuf;
@@ -48,6 +49,25 @@ pub mod exit {
     pub const UNREADABLE: u8 = 5;
     /// Replay with the recorded policy did not reproduce the recorded alerts.
     pub const REPLAY_DIFFERS: u8 = 6;
+
+    /// The more serious of two codes (for a command checking several files):
+    /// unreadable, then tampered, then truncated, then replay-differs, then
+    /// intact. Codes not defined here (1, 2) count as the most serious.
+    pub fn worst(a: u8, b: u8) -> u8 {
+        let rank = |c: u8| match c {
+            OK => 0,
+            REPLAY_DIFFERS => 1,
+            TRUNCATED => 2,
+            TAMPERED => 3,
+            UNREADABLE => 4,
+            _ => 5,
+        };
+        if rank(b) > rank(a) {
+            b
+        } else {
+            a
+        }
+    }
 }
 
 /// Why a session cannot be read at all (exit code [`exit::UNREADABLE`]).

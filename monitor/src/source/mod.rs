@@ -4,3 +4,4 @@
 
 pub mod live;
 pub mod procscan;
+pub mod replay;
