@@ -7,6 +7,9 @@ use crate::detect::Detect;
 use crate::event::model::Event;
 use crate::sinks::Sink;
 
+/// A detector that is a plain function of the event.
+pub type DetectFn = Box<dyn FnMut(&Event) -> Vec<Alert> + Send>;
+
 /// Drives one stream of events through detection into the sinks.
 pub struct Pipeline {
     sinks: Vec<Box<dyn Sink>>,
@@ -15,10 +18,7 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// A pipeline with the given detector function and sinks.
-    pub fn new(
-        detector: Box<dyn FnMut(&Event) -> Vec<Alert> + Send>,
-        sinks: Vec<Box<dyn Sink>>,
-    ) -> Self {
+    pub fn new(detector: DetectFn, sinks: Vec<Box<dyn Sink>>) -> Self {
         Self::with_detector(Box::new(detector), sinks)
     }
 

@@ -3,6 +3,9 @@
 //! Every sink sees every event (most ignore them; the recorder and the trace
 //! printer do not) and every alert, in order, from the one pipeline.
 
+pub mod console;
+pub mod journald;
+pub mod json;
 pub mod recorder;
 pub mod trace;
 
