@@ -294,12 +294,12 @@ impl Engine {
         } else {
             self.env.on_open(key, o);
         }
-        let ids: Vec<String> = self
-            .proc_of(ev)
-            .map(|p| p.identities().into_iter().map(String::from).collect())
-            .unwrap_or_default();
-        let idr: Vec<&str> = ids.iter().map(String::as_str).collect();
-        if let Some(hit) = self.secrets.check(o, &idr) {
+        let proc = self.procs.get(ev.task.pid);
+        let ids = || {
+            proc.map(|p| p.identities().into_iter().map(String::from).collect())
+                .unwrap_or_default()
+        };
+        if let Some(hit) = self.secrets.check_with(o, ids) {
             if self.policy.secret_read.enabled
                 && !hit.allowed
                 && !self.allowed(

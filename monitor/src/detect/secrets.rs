@@ -34,7 +34,6 @@ pub fn path_set(patterns: &[String], homes: &[String]) -> GlobSet {
 struct Entry {
     name: String,
     description: String,
-    paths: GlobSet,
     exclude: GlobSet,
     allow: GlobSet,
 }
@@ -69,6 +68,10 @@ const LEARNED_CAP: usize = 16_384;
 /// The compiled catalog and the identities of known secret files.
 pub struct SecretCatalog {
     entries: Vec<Entry>,
+    /// Every entry's path globs in one set (one pass per open), and which
+    /// entry each glob belongs to.
+    all: GlobSet,
+    owner: Vec<usize>,
     inodes: HashMap<(u64, u64), (usize, String)>,
     learned: usize,
 }
@@ -84,13 +87,29 @@ impl SecretCatalog {
             .map(|s| Entry {
                 name: s.name.clone(),
                 description: s.description.clone(),
-                paths: path_set(&s.paths, &homes),
                 exclude: path_set(&s.exclude, &homes),
                 allow: path_set(&s.allow_exe, &homes),
             })
             .collect();
+        let mut all = GlobSetBuilder::new();
+        let mut owner = Vec::new();
+        for (i, s) in policy.secrets.iter().enumerate() {
+            for p in &s.paths {
+                let Ok(pp) = PathPattern::parse(p) else {
+                    continue;
+                };
+                for g in pp.globs(&homes) {
+                    if let Ok(g) = GlobBuilder::new(&g).literal_separator(true).build() {
+                        all.add(g);
+                        owner.push(i);
+                    }
+                }
+            }
+        }
         let mut c = SecretCatalog {
             entries,
+            all: all.build().unwrap_or_else(|_| GlobSet::empty()),
+            owner,
             inodes: HashMap::new(),
             learned: 0,
         };
@@ -106,12 +125,16 @@ impl SecretCatalog {
 
     /// Indices of the entries whose paths match (and exclusions do not).
     pub fn matching(&self, path: &str) -> Vec<usize> {
-        self.entries
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.paths.is_match(path) && !e.exclude.is_match(path))
-            .map(|(i, _)| i)
-            .collect()
+        let mut v: Vec<usize> = self
+            .all
+            .matches(path)
+            .into_iter()
+            .map(|g| self.owner[g])
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v.retain(|&i| !self.entries[i].exclude.is_match(path));
+        v
     }
 
     /// Number of file identities known (startup + learned).
@@ -124,6 +147,16 @@ impl SecretCatalog {
     /// a secret (allowed or not); learns identities from every successful open
     /// of a catalog path.
     pub fn check(&mut self, open: &Open, identities: &[&str]) -> Option<SecretHit> {
+        self.check_with(open, || identities.iter().map(|s| s.to_string()).collect())
+    }
+
+    /// [`SecretCatalog::check`], asking for the opener's identities only
+    /// when a secret was opened (most opens are not).
+    pub fn check_with(
+        &mut self,
+        open: &Open,
+        identities: impl FnOnce() -> Vec<String>,
+    ) -> Option<SecretHit> {
         if !open.ok() {
             return None;
         }
@@ -146,9 +179,10 @@ impl SecretCatalog {
         if !open.reads() || open.flags & (o_path | o_dir) != 0 {
             return None;
         }
+        let ids = identities();
         let allowed = idx
             .iter()
-            .any(|&i| identities.iter().any(|x| self.entries[i].allow.is_match(x)));
+            .any(|&i| ids.iter().any(|x| self.entries[i].allow.is_match(x)));
         let e = &self.entries[idx[0]];
         Some(SecretHit {
             secret: e.name.clone(),

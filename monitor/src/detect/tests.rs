@@ -707,3 +707,34 @@ fn replaying_the_same_events_gives_the_same_alerts() {
         a1[0].message
     );
 }
+
+/// Guards against a pathological matcher: an ordinary open costs about
+/// 0.5 us in release (measured), some 30 us in a debug build.
+#[test]
+fn cost_of_an_ordinary_open() {
+    let mut e = engine();
+    let mut w = W::new();
+    for ev in agent_and_tool_call(&mut w, "npm install") {
+        e.on_event(&ev);
+    }
+    let evs: Vec<Event> = (0..20_000)
+        .map(|i| {
+            w.read(
+                200,
+                "node",
+                &format!("/srv/p/node_modules/pkg{}/lib/index.js", i % 500),
+                1000 + i,
+            )
+        })
+        .collect();
+    let t = std::time::Instant::now();
+    for ev in &evs {
+        assert!(e.on_event(ev).is_empty());
+    }
+    let per = t.elapsed() / evs.len() as u32;
+    eprintln!("engine cost per ordinary open: {per:?}");
+    assert!(
+        per < std::time::Duration::from_millis(1),
+        "{per:?} per open"
+    );
+}
