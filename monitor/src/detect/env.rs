@@ -183,6 +183,18 @@ impl EnvDetector {
         let mut found = self
             .program_of(exe, exec.dev, exec.ino)
             .map(|(p, how)| (p, how, 1usize));
+        // A script starting `#!/usr/bin/env bash` runs env too, with the
+        // script's own argv in the event: env then only launches the
+        // interpreter. Told apart by the name executed: a copy, rename or
+        // hard link is executed under its own name (exe and filename agree),
+        // a script under the script's. (A SYMLINK to env under another name
+        // looks the same and is missed: the event carries no flag for `#!`.)
+        if let (Some((_, None, _)), Some(exe)) = (&found, exe) {
+            let fname = base(&exec.filename);
+            if fname != base(exe) && EnvProgram::from_name(fname).is_none() {
+                found = None;
+            }
+        }
         if found.is_none() && self.is_multicall(exe, exec.dev, exec.ino) {
             let a0 = argv.first().map(|a| base(a)).unwrap_or("");
             if let Some(p) = EnvProgram::from_name(a0) {
@@ -361,11 +373,29 @@ pub fn env_args_dump(args: &[&str]) -> bool {
             return false; // runs a command line
         } else if matches!(a, "-u" | "--unset" | "-C" | "--chdir") {
             i += 1; // takes an argument
-        } else if a.starts_with("--") {
-            // --null, --unset=X, --chdir=D, --debug, --*-signal[=SIG], --list-signal-handling
+        } else if let Some(long) = a.strip_prefix("--") {
+            let name = long.split('=').next().unwrap_or(long);
+            const LONG: &[&str] = &[
+                "null",
+                "unset",
+                "chdir",
+                "debug",
+                "block-signal",
+                "default-signal",
+                "ignore-signal",
+                "list-signal-handling",
+                "argv0",
+            ];
+            if !LONG.contains(&name) {
+                return false; // env would refuse it: nothing printed
+            }
         } else if a.starts_with('-') && a.len() > 1 {
             // clustered short options: -0, -iv, -uNAME, -C DIR
             let flags = &a[1..];
+            let opts_end = flags.find(['u', 'C']).map(|p| p + 1).unwrap_or(flags.len());
+            if !flags[..opts_end].chars().all(|c| "0iuCSva".contains(c)) {
+                return false; // not an env option (`-c` of a script run through `#!/usr/bin/env`)
+            }
             if flags.contains('i') {
                 ignore_env = true;
             }
@@ -419,6 +449,10 @@ mod tests {
             (&["-C", "/tmp", "ls"], false),
             (&["--", "ls"], false),
             (&["--help"], false),
+            (&["-c", "print(1)"], false), // not env options: a `#!/usr/bin/env` script's argv
+            (&["-f"], false),
+            (&["--frobnicate"], false),
+            (&["-a", "name", "ls"], false),
         ];
         for (args, want) in cases {
             assert_eq!(env_args_dump(args), *want, "env {args:?}");

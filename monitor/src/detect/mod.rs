@@ -279,15 +279,15 @@ impl Engine {
                     out.push(Finding {
                         rule: RuleId::EnvDump,
                         message: format!(
-                            "{} the environment of a process: {}",
+                            "{} read the environment of a process: {}",
                             who(ev),
                             hit.reason
                         ),
+                        detail: Some(dump_kind(&hit.object).to_string()),
                         object: hit.object,
                         path: o.path.clone(),
                         path_requested: Some(o.requested.clone()),
                         connect: None,
-                        detail: Some(hit.reason),
                     });
                 }
             }
@@ -342,11 +342,11 @@ impl Engine {
         vec![Finding {
             rule: RuleId::EnvDump,
             message: format!("{} dumped the environment: {}", who(ev), hit.reason),
+            detail: Some(dump_kind(&hit.object).to_string()),
             object: hit.object,
             path: None,
             path_requested: None,
             connect: None,
-            detail: Some(hit.reason),
         }]
     }
 
@@ -558,6 +558,16 @@ impl Detect for Engine {
     }
     fn finish(&mut self) -> Vec<Alert> {
         Engine::finish(self)
+    }
+}
+
+/// How an environment was dumped, for `detail`.
+fn dump_kind(object: &str) -> &'static str {
+    match object.split(':').next().unwrap_or("") {
+        "exec" => "env/printenv executed",
+        "/proc/*/environ" => "/proc/PID/environ opened",
+        "shell" => "shell builtin or expansion in sh -c",
+        _ => "interpreter one-liner",
     }
 }
 

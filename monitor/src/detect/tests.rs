@@ -497,12 +497,27 @@ fn env_dump_exec_table() {
             8,
             false,
         ),
+        // scripts starting `#!/usr/bin/env bash` run env with the script's argv
+        (&["pyenv-version-file"], "/usr/bin/env", 2049, 900, false),
+        (
+            &["python3", "-c", "print(1)"],
+            "/usr/bin/env",
+            2049,
+            900,
+            false,
+        ),
     ];
     for (argv, exe, dev, ino, want) in cases {
         let mut w = W::new();
         let mut evs = agent_and_tool_call(&mut w, "x");
         evs.push(w.fork(200, 201));
-        evs.push(w.exec_ino(201, 200, exe, argv, *dev, *ino));
+        let mut x = w.exec_ino(201, 200, exe, argv, *dev, *ino);
+        if let EventKind::Exec(x) = &mut x.kind {
+            if *exe == "/usr/bin/env" && argv[0] != "env" {
+                x.filename = format!("/root/.pyenv/shims/{}", argv[0]); // the script executed
+            }
+        }
+        evs.push(x);
         let a = run(&mut engine(), &evs);
         assert_eq!(
             rules(&a) == vec!["env-dump"],
@@ -737,4 +752,30 @@ fn cost_of_an_ordinary_open() {
         per < std::time::Duration::from_millis(1),
         "{per:?} per open"
     );
+}
+
+/// Manual check against a real `agentwatch trace --json` capture:
+/// `AGENTWATCH_TRACE=/tmp/events.jsonl cargo test -p agentwatch --lib -- --ignored trace_file --nocapture`
+/// (host facts gathered from this host, the default policy).
+#[test]
+#[ignore = "needs a trace capture named by AGENTWATCH_TRACE"]
+fn trace_file() {
+    let path = std::env::var("AGENTWATCH_TRACE").expect("AGENTWATCH_TRACE");
+    let policy = Policy::default_policy();
+    let facts = HostFacts::gather(std::path::Path::new("/"), &policy);
+    let mut e = Engine::new(policy, facts, Box::new(()));
+    let text = std::fs::read_to_string(path).unwrap();
+    for line in text.lines() {
+        let Ok(ev) = serde_json::from_str::<Event>(line) else {
+            eprintln!("not an event: {line}");
+            continue;
+        };
+        for a in e.on_event(&ev) {
+            println!("{}", crate::sinks::console::alert_line(&a, false));
+        }
+    }
+    for a in e.finish() {
+        println!("{}", crate::sinks::console::alert_line(&a, false));
+    }
+    eprintln!("{:?}", e.stats());
 }
