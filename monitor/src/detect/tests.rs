@@ -756,12 +756,13 @@ fn cost_of_an_ordinary_open() {
 
 /// Manual check against a real `agentwatch trace --json` capture:
 /// `AGENTWATCH_TRACE=/tmp/events.jsonl cargo test -p agentwatch --lib -- --ignored trace_file --nocapture`
-/// (host facts gathered from this host, the default policy).
+/// (host facts gathered from this host; the default policy, or AGENTWATCH_POLICY=file).
 #[test]
 #[ignore = "needs a trace capture named by AGENTWATCH_TRACE"]
 fn trace_file() {
     let path = std::env::var("AGENTWATCH_TRACE").expect("AGENTWATCH_TRACE");
-    let policy = Policy::default_policy();
+    let file = std::env::var_os("AGENTWATCH_POLICY").map(std::path::PathBuf::from);
+    let policy = Policy::load(file.as_deref()).unwrap();
     let facts = HostFacts::gather(std::path::Path::new("/"), &policy);
     let mut e = Engine::new(policy, facts, Box::new(()));
     let text = std::fs::read_to_string(path).unwrap();
