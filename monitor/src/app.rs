@@ -3,16 +3,26 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
+use agentwatch::cgroup::CgroupNames;
 use agentwatch::cgroup::{self, WatchTarget};
+use agentwatch::commands;
+use agentwatch::detect::Engine;
+use agentwatch::host::HostFacts;
 use agentwatch::pipeline::Pipeline;
+use agentwatch::policy::{self, Policy, PolicyError};
 use agentwatch::probes::loader::{LoadOptions, Probes};
+use agentwatch::session::format::{Header, WatchedCgroup};
+use agentwatch::sinks::console::ConsoleSink;
+use agentwatch::sinks::journald::JournaldSink;
+use agentwatch::sinks::json::JsonSink;
+use agentwatch::sinks::recorder::{Recorder, RecorderConfig};
 use agentwatch::sinks::trace::TracePrinter;
 use agentwatch::sinks::Sink;
 use agentwatch::source::live::{now_ns, LiveSource, LiveStats};
 use agentwatch::source::procscan;
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 
-use crate::cli::{Cli, Command, Targets, TraceArgs};
+use crate::cli::{Cli, Command, Targets, TraceArgs, WatchArgs};
 
 /// An error in what the user gave us (exit code 2), as opposed to a failure
 /// while running (exit code 1).
@@ -20,11 +30,11 @@ use crate::cli::{Cli, Command, Targets, TraceArgs};
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-/// Exit code for an error: 2 for bad input, 1 otherwise.
+/// Exit code for an error: 2 for bad input (cgroup, policy, flags), 1 otherwise.
 pub fn exit_code(err: &anyhow::Error) -> ExitCode {
     if err
         .chain()
-        .any(|e| e.is::<UsageError>() || e.is::<cgroup::CgroupError>())
+        .any(|e| e.is::<UsageError>() || e.is::<cgroup::CgroupError>() || e.is::<PolicyError>())
     {
         ExitCode::from(2)
     } else {
@@ -37,18 +47,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     init_logging(&cli.log);
     match cli.command {
         Some(Command::Trace(args)) => trace(args),
-        None => {
-            let args = cli.watch;
-            if args.targets.cgroups.is_empty() {
-                return Err(UsageError(
-                    "no cgroup to watch: give --cgroup (for example --cgroup agent.slice); \
-                     see agentwatch --help"
-                        .into(),
-                )
-                .into());
-            }
-            bail!("watching with detection is not wired yet; use `agentwatch trace`")
-        }
+        Some(Command::Policy(args)) => commands::policy::run(&args),
+        Some(Command::Replay(args)) => commands::replay::run(args),
+        Some(Command::Sessions(args)) => commands::sessions::run(args),
+        Some(Command::Verify(args)) => commands::verify::run(args),
+        None => watch(cli.watch),
     }
 }
 
@@ -151,14 +154,75 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
+/// The daemon: watch, detect, alert, record.
+fn watch(args: WatchArgs) -> Result<ExitCode> {
+    // Everything the user gave is checked before anything is loaded.
+    let policy = Policy::load(args.policy.as_deref())?;
+    let (root, targets) = resolve_targets(&args.targets)?;
+    let facts = HostFacts::gather(std::path::Path::new("/"), &policy);
+    let mut names = CgroupNames::new(root.clone());
+    for t in &targets {
+        names.insert(t.id, t.rel_path.clone());
+    }
+
+    let rt = runtime()?;
+    let _rt = rt.enter();
+    let (probes, source) = start_live(&targets, &load_options(&args.targets))?;
+    let start_ns = now_ns();
+
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if !args.no_record {
+        let mut header = Header::new(
+            start_ns,
+            targets
+                .iter()
+                .map(|t| WatchedCgroup {
+                    id: t.id,
+                    path: t.rel_path.clone(),
+                })
+                .collect(),
+            policy::show(&policy),
+        );
+        header.policy_source = Some(match &args.policy {
+            Some(p) => p.display().to_string(),
+            None => "built-in default".into(),
+        });
+        header.host_facts = serde_json::to_value(&facts).context("serialising the host facts")?;
+        header.cgroup_paths = names.known().clone();
+        let config = RecorderConfig::for_record_arg(args.record.as_deref());
+        let recorder = Recorder::start(&config, header).context("starting the session recorder")?;
+        eprintln!("agentwatch: recording to {}", recorder.path().display());
+        sinks.push(Box::new(recorder));
+    }
+    if !args.no_journald {
+        sinks.push(Box::new(JournaldSink::new()));
+    }
+    if args.json {
+        sinks.push(Box::new(JsonSink::new(std::io::stdout())));
+    } else if std::io::stdout().is_terminal() {
+        sinks.push(Box::new(ConsoleSink::new(std::io::stdout(), true)));
+    }
+    let engine = Engine::new(policy, facts, Box::new(names));
+    let mut pipeline = Pipeline::with_detector(Box::new(engine), sinks);
+    let rel: Vec<String> = targets.iter().map(|t| t.rel_path.clone()).collect();
+    for ev in procscan::scan(std::path::Path::new("/proc"), &root, &rel, start_ns) {
+        pipeline.handle(&ev);
+    }
+    announce_ready(&targets);
+    let stats = rt.block_on(source.run(&mut pipeline, shutdown_signal()))?;
+    drop(probes);
+    pipeline.finish();
+    report_stats(&stats);
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `agentwatch trace`: every event, one line each.
 fn trace(args: TraceArgs) -> Result<ExitCode> {
     let (root, targets) = resolve_targets(&args.targets)?;
     let rt = runtime()?;
     let _rt = rt.enter();
     let (probes, source) = start_live(&targets, &load_options(&args.targets))?;
-    let json = args.json || !std::io::stdout().is_terminal() && args.json;
-    let printer: Box<dyn Sink> = Box::new(TracePrinter::new(std::io::stdout(), json));
+    let printer: Box<dyn Sink> = Box::new(TracePrinter::new(std::io::stdout(), args.json));
     let mut pipeline = Pipeline::new(Box::new(|_| Vec::new()), vec![printer]);
     let rel: Vec<String> = targets.iter().map(|t| t.rel_path.clone()).collect();
     for ev in procscan::scan(std::path::Path::new("/proc"), &root, &rel, now_ns()) {

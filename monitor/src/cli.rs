@@ -79,6 +79,14 @@ pub struct WatchArgs {
 pub enum Command {
     /// Print every event from the watched cgroups, one per line (debugging).
     Trace(TraceArgs),
+    /// Show the effective policy, or check a policy file.
+    Policy(agentwatch::commands::policy::PolicyArgs),
+    /// Run a recorded session through the detection engine again.
+    Replay(agentwatch::commands::replay::ReplayArgs),
+    /// List recorded sessions.
+    Sessions(agentwatch::commands::sessions::SessionsArgs),
+    /// Check a session file's hash chain and footer.
+    Verify(agentwatch::commands::verify::VerifyArgs),
 }
 
 /// Options of `agentwatch trace`.

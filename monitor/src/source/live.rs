@@ -101,7 +101,12 @@ impl LiveSource {
                 }
                 _ = drain.tick() => self.drain(pipeline),
                 _ = lost_tick.tick() => self.check_lost(pipeline),
-                _ = flush_tick.tick() => pipeline.flush(),
+                _ = flush_tick.tick() => {
+                    // Closed suppression windows report their counts even
+                    // when no further event arrives.
+                    pipeline.tick(now_ns());
+                    pipeline.flush();
+                }
             }
         }
         // Whatever the kernel already put in the ring buffer is read before exit.
