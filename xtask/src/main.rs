@@ -5,6 +5,7 @@
 //! is nothing to do, so `cargo xtask run` and `cargo xtask test` are the only
 //! two commands a user or CI ever needs.
 
+mod bench;
 mod build;
 mod setup;
 mod steps;
@@ -44,7 +45,13 @@ enum Task {
     /// Set up, then run every check: rustfmt, clippy, unit tests and the
     /// privileged end-to-end tests against the real kernel (as root).
     Test(test::TestArgs),
-    // `bench` (the flood/overhead measurements) lands here with its own issue.
+    /// Set up, build (release), then measure agentwatch against no monitor,
+    /// bpftrace and auditd (as root): overhead, throughput and loss, alert
+    /// latency, footprint. Prints a table; figures in target/bench/bench.json.
+    Bench(bench::BenchArgs),
+    /// One benchmark workload (run by `bench` inside its cgroups).
+    #[command(hide = true)]
+    BenchWorkload(bench::workload::WorkloadArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +61,8 @@ fn main() -> ExitCode {
         Task::Build { release } => build::build(release).map(|_| ()),
         Task::Run { args } => build::run(&args),
         Task::Test(args) => test::run(&args),
+        Task::Bench(args) => bench::run(&args),
+        Task::BenchWorkload(args) => bench::workload::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -216,7 +216,7 @@ fn parse_result_line(line: &str) -> Option<Counts> {
 /// (there is no systemd PID 1 on the project's machines); the recipe of
 /// platform.md. The e2e fixtures do the same, so running the test binary
 /// directly works too.
-fn start_journald() -> Result<()> {
+pub(crate) fn start_journald() -> Result<()> {
     let socket = Path::new("/run/systemd/journal/socket");
     if journald_alive(socket) {
         println!("journald: already running");
@@ -235,13 +235,14 @@ fn start_journald() -> Result<()> {
     }
     let log =
         std::fs::File::create("/tmp/journald.log").context("cannot create /tmp/journald.log")?;
+    // `setsid --fork`: journald is re-parented away from us and outlives
+    // this run; only the short-lived setsid is waited for.
     let mut cmd = Command::new("setsid");
-    cmd.arg("/lib/systemd/systemd-journald")
+    cmd.args(["--fork", "/lib/systemd/systemd-journald"])
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-    println!("+ {} &", util::display(&cmd));
-    cmd.spawn().context("cannot start systemd-journald")?;
+    util::run(&mut cmd).context("cannot start systemd-journald")?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while !journald_alive(socket) {
         if Instant::now() > deadline {
