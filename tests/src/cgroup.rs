@@ -63,6 +63,10 @@ pub struct Cgroup {
 
 impl Cgroup {
     /// Create a new, uniquely named cgroup at the cgroup2 root.
+    #[expect(
+        clippy::new_without_default,
+        reason = "creating kernel objects is not a default value"
+    )]
     pub fn new() -> Cgroup {
         static CLEAN: Once = Once::new();
         let mount = cgroup2_mount();

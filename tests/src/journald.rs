@@ -43,13 +43,16 @@ impl Journald {
             let _ = std::fs::remove_file(Path::new("/run/systemd/journal").join(name));
         }
         let log = std::fs::File::create("/tmp/journald.log").expect("create /tmp/journald.log");
-        Command::new("setsid")
-            .arg("/lib/systemd/systemd-journald")
+        // `setsid --fork`: journald outlives the test process, re-parented
+        // away from it; only the short-lived setsid is waited for here.
+        let st = Command::new("setsid")
+            .args(["--fork", "/lib/systemd/systemd-journald"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log fd"))
             .stderr(log)
-            .spawn()
+            .status()
             .expect("start systemd-journald");
+        assert!(st.success(), "setsid --fork systemd-journald: {st}");
         poll(Duration::from_secs(10), || alive().then_some(())).unwrap_or_else(|| {
             panic!("journald did not open {SOCKET} within 10 s; see /tmp/journald.log")
         });
@@ -65,7 +68,7 @@ impl Journald {
         let cursor = String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .last()
+            .next_back()
             .and_then(|v| v["__CURSOR"].as_str().map(str::to_string));
         Mark(cursor)
     }

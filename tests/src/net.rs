@@ -162,6 +162,10 @@ while True:
 
 impl NetNs {
     /// Create the namespace, the veth pair, the addresses and the listeners.
+    #[expect(
+        clippy::new_without_default,
+        reason = "creating kernel objects is not a default value"
+    )]
     pub fn new() -> NetNs {
         static CLEAN: Once = Once::new();
         CLEAN.call_once(remove_leftovers);

@@ -129,7 +129,7 @@ fn fixture_dns_answers_through_the_bind_mounted_resolv_conf() {
     // A process given the wrapped resolver resolves it through glibc, and
     // so does an unprivileged one under it.
     let argv = dns.wrap(vec!["getent".into(), "ahostsv4".into(), name.clone()]);
-    let out = output(&mut Command::new(&argv[0]).args(&argv[1..]));
+    let out = output(Command::new(&argv[0]).args(&argv[1..]));
     assert!(
         out.contains("198.18.250.7"),
         "getent said:\n{out}\ndnsmasq log:\n{}",
