@@ -82,6 +82,8 @@ pub fn run(args: &TestArgs) -> Result<()> {
             // monitor-ebpf is not linted (it is built for bpf, not the host).
             util::run(util::cargo().env("AYA_BUILD_SKIP", "1").args([
                 "clippy",
+                // Lint every crate even when one fails: one run, every problem.
+                "--keep-going",
                 "--workspace",
                 "--exclude",
                 "monitor-ebpf",
