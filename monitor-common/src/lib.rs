@@ -462,5 +462,5 @@ const _: () = {
     assert!(sizes::FORK == 64 + 8);
     assert!(sizes::EXIT == 64 + 8);
     assert!(sizes::DNS == 64 + 8);
-    assert!(core::mem::size_of::<KernelOffsets>() % 8 == 0);
+    assert!(core::mem::size_of::<KernelOffsets>().is_multiple_of(8));
 };
