@@ -6,5 +6,7 @@
 //! Tests are named after the behaviour they guard; every assertion's
 //! message shows what was seen.
 
+mod detection;
 mod fixtures;
+mod forensics;
 mod trace;
