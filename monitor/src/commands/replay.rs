@@ -11,7 +11,7 @@
 //! stdout carries only the alerts (or the timeline); the summary, damage and
 //! differences go to stderr.
 
-use std::io::Write;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,14 +22,16 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::detect::alert::Alert;
-use crate::detect::Engine;
-use crate::event::model::Event;
+use crate::detect::{Detect, Engine};
 use crate::host::HostFacts;
 use crate::pipeline::Pipeline;
 use crate::policy::Policy;
 use crate::report::filter::{parse_time, Filter, Filtered};
 use crate::report::timeline::Timeline;
 use crate::session::{exit, Gap, Header, Integrity, Record, SessionError, Verdict};
+use crate::sinks::console::ConsoleSink;
+use crate::sinks::journald::JournaldSink;
+use crate::sinks::json::JsonSink;
 use crate::sinks::Sink;
 use crate::source::replay::ReplaySource;
 
@@ -69,7 +71,7 @@ pub struct ReplayArgs {
 }
 
 /// The detection engine as the pipeline takes it.
-pub type Detector = Box<dyn FnMut(&Event) -> Vec<Alert> + Send>;
+pub type Detector = Box<dyn Detect>;
 
 /// An alert and the line of the event that raised it.
 pub type Located = (u64, Alert);
@@ -294,7 +296,7 @@ pub fn replay(
             sinks.push(Box::new(Filtered::new(s, filter.clone())));
         }
     }
-    let mut pipeline = Pipeline::new(detector, sinks);
+    let mut pipeline = Pipeline::with_detector(detector, sinks);
     let mut recorded = Vec::new();
     let mut gaps = Vec::new();
     let (events, verdict) = source.run(&mut pipeline, |entry| match &entry.record {
@@ -329,8 +331,11 @@ pub fn engine_for(header: &Header, policy: Option<&Path>) -> anyhow::Result<Dete
         serde_json::from_value(header.host_facts.clone())
             .context("the host facts recorded in the session do not load in this agentwatch")?
     };
-    let mut engine = Engine::new(policy, facts, Box::new(header.cgroup_paths.clone()));
-    Ok(Box::new(move |e: &Event| engine.on_event(e)))
+    Ok(Box::new(Engine::new(
+        policy,
+        facts,
+        Box::new(header.cgroup_paths.clone()),
+    )))
 }
 
 /// Replay a session with its recorded policy and no output: what the replay
@@ -339,40 +344,6 @@ pub fn replay_quiet(path: &Path) -> anyhow::Result<ReplayReport> {
     let source = ReplaySource::open(path)?;
     let detector = engine_for(source.header(), None)?;
     Ok(replay(source, detector, Vec::new(), &Filter::default())?)
-}
-
-/// Writes each alert as one JSON line (the live `--json` schema: the
-/// [`Alert`]'s serde form), flushed at once.
-struct JsonLines<W: Write + Send>(W);
-
-impl<W: Write + Send> Sink for JsonLines<W> {
-    fn alert(&mut self, a: &Alert) {
-        if serde_json::to_writer(&mut self.0, a).is_ok() {
-            let _ = self.0.write_all(b"\n");
-            let _ = self.0.flush();
-        }
-    }
-}
-
-/// One readable line per alert.
-struct Lines<W: Write + Send>(W);
-
-impl<W: Write + Send> Sink for Lines<W> {
-    fn alert(&mut self, a: &Alert) {
-        let _ = writeln!(
-            self.0,
-            "{} {} ({}) pid {} {}: {}",
-            a.time,
-            a.rule,
-            a.severity.as_str(),
-            a.pid,
-            a.comm,
-            a.message
-        );
-    }
-    fn flush(&mut self) {
-        let _ = self.0.flush();
-    }
 }
 
 /// Run `agentwatch replay`.
@@ -412,12 +383,13 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         t.intro(&header, &args.session.display().to_string());
         outputs.push(Box::new(t));
     } else if args.json {
-        outputs.push(Box::new(JsonLines(stdout)));
+        outputs.push(Box::new(JsonSink::new(stdout)));
     } else {
-        outputs.push(Box::new(Lines(std::io::LineWriter::new(stdout))));
+        let color = stdout.is_terminal();
+        outputs.push(Box::new(ConsoleSink::new(stdout, color)));
     }
     if args.journald {
-        anyhow::bail!("--journald: the journal sink is not part of this build yet");
+        outputs.push(Box::new(JournaldSink::new()));
     }
 
     let report = replay(source, detector, outputs, &filter)?;
@@ -544,6 +516,7 @@ pub fn summary(path: &Path, r: &ReplayReport, policy: Option<&Path>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::model::Event;
     use crate::event::model::{EventKind, Open, OpenSyscall, Task};
     use crate::session::tests::header;
     use crate::sinks::recorder::Recorder;
@@ -592,6 +565,8 @@ mod tests {
         }
     }
 
+    use std::io::Write;
+
     #[derive(Clone, Default)]
     struct Shared(Arc<Mutex<Vec<u8>>>);
     impl Write for Shared {
@@ -617,7 +592,7 @@ mod tests {
             Duration::from_secs(1),
         )
         .unwrap();
-        let mut p = Pipeline::new(toy_detector(), vec![Box::new(rec)]);
+        let mut p = Pipeline::with_detector(toy_detector(), vec![Box::new(rec)]);
         for e in events {
             p.handle(e);
         }
@@ -652,7 +627,7 @@ mod tests {
             let out = Shared::default();
             let r = replay_bytes(
                 bytes,
-                vec![Box::new(JsonLines(out.clone()))],
+                vec![Box::new(JsonSink::new(out.clone()))],
                 &Filter::default(),
             );
             assert_eq!(r.verdict.integrity(), Integrity::Intact);
@@ -683,7 +658,7 @@ mod tests {
         let mut inner = toy_detector();
         let mut k = 0;
         let det: Detector = Box::new(move |e: &Event| {
-            let mut v = inner(e);
+            let mut v = inner.on_event(e);
             if !v.is_empty() {
                 k += 1;
                 if k == 2 {
@@ -740,7 +715,7 @@ mod tests {
             pid: Some(100),
             ..Filter::default()
         };
-        let r = replay_bytes(bytes, vec![Box::new(JsonLines(out.clone()))], &f);
+        let r = replay_bytes(bytes, vec![Box::new(JsonSink::new(out.clone()))], &f);
         // The engine saw everything: the comparison is still exact.
         assert_eq!(r.differences(), vec![]);
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
@@ -865,7 +840,7 @@ mod tests {
             Duration::from_secs(1),
         )
         .unwrap();
-        let mut engine = Engine::new(
+        let engine = Engine::new(
             live_policy,
             facts,
             Box::new(std::collections::BTreeMap::from([(
@@ -873,10 +848,7 @@ mod tests {
                 "/agent.slice".to_string(),
             )])),
         );
-        let mut p = Pipeline::new(
-            Box::new(move |e: &Event| engine.on_event(e)),
-            vec![Box::new(rec)],
-        );
+        let mut p = Pipeline::with_detector(Box::new(engine), vec![Box::new(rec)]);
         for e in &events {
             p.handle(e);
         }
@@ -961,6 +933,84 @@ mod tests {
         );
         assert!(r.real_differences().is_empty());
         assert_eq!(r.exit_code(true), exit::OK);
+    }
+
+    #[test]
+    fn a_synthetic_day_replays_exactly_from_a_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("s.jsonl.zst");
+        let f = std::fs::File::create(&path).unwrap();
+        let o = crate::session::synth::SynthOptions {
+            events: 20_000,
+            secret_every: 40,
+            ..Default::default()
+        };
+        let (_, st) = crate::session::synth::write_session(f, &o).unwrap();
+        assert!(st.alerts > 10, "{st:?}");
+        let r = replay_quiet(&path).unwrap();
+        assert_eq!(r.events, st.events);
+        assert_eq!(r.recorded.len() as u64, st.alerts);
+        assert_eq!(r.real_differences(), vec![]);
+        assert_eq!(r.exit_code(true), exit::OK);
+    }
+
+    /// Replay speed on a million events (run in release):
+    /// `cargo test --release -p agentwatch --lib replay_speed -- --ignored --nocapture`
+    #[test]
+    #[ignore = "benchmark: a million events, run in release"]
+    fn replay_speed_on_a_million_events() {
+        let n: u64 = std::env::var("AGENTWATCH_BENCH_EVENTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000);
+        let tmp = tempfile::tempdir().unwrap();
+        for compress in [true, false] {
+            let path = tmp
+                .path()
+                .join(if compress { "s.jsonl.zst" } else { "s.jsonl" });
+            let f = std::fs::File::create(&path).unwrap();
+            let t = Instant::now();
+            let o = crate::session::synth::SynthOptions {
+                events: n,
+                compress,
+                ..Default::default()
+            };
+            let (_, st) = crate::session::synth::write_session(f, &o).unwrap();
+            let write = t.elapsed();
+            let size = std::fs::metadata(&path).unwrap().len();
+            let t = Instant::now();
+            let v = crate::session::SessionReader::open(&path)
+                .unwrap()
+                .verify()
+                .unwrap();
+            let verify = t.elapsed();
+            assert_eq!(v.integrity(), Integrity::Intact);
+            let t = Instant::now();
+            let mut reader = crate::session::SessionReader::open(&path).unwrap();
+            let mut k = 0u64;
+            while let Some(e) = reader.next_record().unwrap() {
+                k += matches!(e.record, Record::Event(_)) as u64;
+            }
+            let read = t.elapsed();
+            assert_eq!(k, st.events);
+            let r = replay_quiet(&path).unwrap();
+            assert_eq!(r.real_differences(), vec![]);
+            println!(
+                "{} events ({} alerts), {}: {:.1} MB; write+detect {:.2}s; verify {:.2}s ({:.0} ev/s); \
+                 read+parse {:.2}s ({:.0} ev/s); replay {:.2}s ({:.0} ev/s)",
+                st.events,
+                st.alerts,
+                if compress { "zstd" } else { "plain" },
+                size as f64 / 1e6,
+                write.as_secs_f64(),
+                verify.as_secs_f64(),
+                st.events as f64 / verify.as_secs_f64(),
+                read.as_secs_f64(),
+                st.events as f64 / read.as_secs_f64(),
+                r.elapsed.as_secs_f64(),
+                r.events_per_second()
+            );
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod format;
 pub mod reader;
 pub mod store;
 pub mod summary;
+pub mod synth;
 pub mod writer;
 
 use std::path::PathBuf;
