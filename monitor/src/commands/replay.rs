@@ -33,7 +33,7 @@ use crate::sinks::console::ConsoleSink;
 use crate::sinks::journald::JournaldSink;
 use crate::sinks::json::JsonSink;
 use crate::sinks::Sink;
-use crate::source::replay::ReplaySource;
+use crate::source::replay::{ReplayNames, ReplaySource};
 
 /// Options of `agentwatch replay`.
 #[derive(Debug, Clone, Args)]
@@ -318,8 +318,13 @@ pub fn replay(
 }
 
 /// The detection engine for a session: the recorded policy, host facts and
-/// cgroup names, or `policy` instead of the recorded policy.
-pub fn engine_for(header: &Header, policy: Option<&Path>) -> anyhow::Result<Detector> {
+/// cgroup names (`names`, from [`ReplaySource::names`]), or `policy` instead
+/// of the recorded policy.
+pub fn engine_for(
+    header: &Header,
+    names: ReplayNames,
+    policy: Option<&Path>,
+) -> anyhow::Result<Detector> {
     let policy = match policy {
         Some(p) => Policy::load(Some(p))?,
         None => Policy::from_user_str("the session's recorded policy", &header.policy)
@@ -331,18 +336,14 @@ pub fn engine_for(header: &Header, policy: Option<&Path>) -> anyhow::Result<Dete
         serde_json::from_value(header.host_facts.clone())
             .context("the host facts recorded in the session do not load in this agentwatch")?
     };
-    Ok(Box::new(Engine::new(
-        policy,
-        facts,
-        Box::new(header.cgroup_paths.clone()),
-    )))
+    Ok(Box::new(Engine::new(policy, facts, Box::new(names))))
 }
 
 /// Replay a session with its recorded policy and no output: what the replay
 /// benchmark times.
 pub fn replay_quiet(path: &Path) -> anyhow::Result<ReplayReport> {
     let source = ReplaySource::open(path)?;
-    let detector = engine_for(source.header(), None)?;
+    let detector = engine_for(source.header(), source.names(), None)?;
     Ok(replay(source, detector, Vec::new(), &Filter::default())?)
 }
 
@@ -374,7 +375,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             .map_err(anyhow::Error::msg)
             .context("--until")?,
     };
-    let detector = engine_for(&header, args.policy.as_deref())?;
+    let detector = engine_for(&header, source.names(), args.policy.as_deref())?;
 
     let stdout = std::io::stdout();
     let mut outputs: Vec<Box<dyn Sink>> = Vec::new();
@@ -863,7 +864,7 @@ mod tests {
         )
         .unwrap();
         let source = ReplaySource::new(reader);
-        let det = engine_for(source.header(), None).unwrap();
+        let det = engine_for(source.header(), source.names(), None).unwrap();
         let r = replay(source, det, vec![], &Filter::default()).unwrap();
         let rules: Vec<&str> = r.recorded.iter().map(|(_, a)| a.rule.as_str()).collect();
         for want in [
@@ -894,12 +895,78 @@ mod tests {
             crate::session::SessionReader::from_reader(Path::new("s"), std::io::Cursor::new(bytes))
                 .unwrap();
         let source = ReplaySource::new(reader);
-        let det = engine_for(source.header(), Some(&pol)).unwrap();
+        let det = engine_for(source.header(), source.names(), Some(&pol)).unwrap();
         let r = replay(source, det, vec![], &Filter::default()).unwrap();
         assert!(r.replayed.iter().all(|(_, a)| a.rule != "secret-read"));
         let s = summary(Path::new("s"), &r, Some(&pol));
         assert!(s.contains("no longer raised"), "{s}");
         assert_eq!(r.exit_code(false), exit::OK);
+    }
+
+    /// A cgroup created during the run is named by the live engine from
+    /// the host; the recorder keeps that name, and replay uses it.
+    #[test]
+    fn cgroup_names_learned_during_the_run_are_replayed() {
+        use crate::host::User;
+        let facts = HostFacts {
+            users: vec![User {
+                name: "agent".into(),
+                uid: 1000,
+                home: "/home/agent".into(),
+            }],
+            ..HostFacts::default()
+        };
+        let mut h = header();
+        h.policy = crate::policy::show(&Policy::default_policy());
+        h.host_facts = serde_json::to_value(&facts).unwrap();
+        let out = Shared::default();
+        let rec = Recorder::with_output(
+            out.clone(),
+            Path::new("live"),
+            h.clone(),
+            false,
+            1 << 10,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        // The host knows a cgroup the header does not: created mid-run.
+        let mut host = h.cgroup_paths.clone();
+        host.insert(88, "/agent.slice/tool-1.scope".into());
+        let names = rec.recording_names(host, h.cgroup_paths.keys().copied());
+        let engine = Engine::new(Policy::default_policy(), facts, Box::new(names));
+        let mut p = Pipeline::with_detector(Box::new(engine), vec![Box::new(rec)]);
+        let mut e = open(1, "/home/agent/.aws/credentials");
+        e.task.cgroup_id = 88;
+        p.handle(&e);
+        p.finish();
+        drop(p);
+        let bytes = out.0.lock().unwrap().clone();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        // event, then the name it needed, then its alert.
+        assert!(lines[1].contains(r#""event":"#), "{text}");
+        assert!(
+            lines[2].contains(r#""cgroup":{"id":88,"path":"/agent.slice/tool-1.scope"}"#),
+            "{text}"
+        );
+        assert!(lines[3].contains(r#""alert":"#), "{text}");
+        let reader =
+            crate::session::SessionReader::from_reader(Path::new("s"), std::io::Cursor::new(bytes))
+                .unwrap();
+        let source = ReplaySource::new(reader);
+        let det = engine_for(source.header(), source.names(), None).unwrap();
+        let r = replay(source, det, vec![], &Filter::default()).unwrap();
+        assert_eq!(
+            r.verdict.integrity(),
+            Integrity::Intact,
+            "{:?}",
+            r.verdict.problems
+        );
+        assert_eq!(
+            r.replayed[0].1.cgroup.as_deref(),
+            Some("/agent.slice/tool-1.scope")
+        );
+        assert_eq!(r.differences(), vec![]);
     }
 
     #[test]

@@ -37,6 +37,12 @@
 //!     engine; it re-derives alerts from the events and compares.
 //!   - `gap` ([`Gap`]): the RECORDER lost records here (its queue was full),
 //!     so the file is known to be incomplete at this point. Never silent.
+//!   - `cgroup` ([`WatchedCgroup`]: `id`, `path`): a host fact learned
+//!     along the way: the live engine named a cgroup that was not known at
+//!     start (one created during the run). Written right after the event
+//!     whose handling looked it up, before that event's alerts; replay
+//!     applies it BEFORE feeding that event, so the alerts name the cgroup
+//!     exactly as they did live.
 //!   - `footer` ([`Footer`]): the last line of a cleanly closed session: end
 //!     time, counts, and the hash of the record before it. A file without a
 //!     footer was cut short (crash, power loss, `SIGKILL`).
@@ -373,6 +379,8 @@ pub enum Record {
     Alert(Alert),
     /// Records the recorder lost here.
     Gap(Gap),
+    /// A cgroup name learned during the run.
+    Cgroup(WatchedCgroup),
     /// The end of a cleanly closed session.
     Footer(Footer),
 }

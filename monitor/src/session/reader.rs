@@ -31,7 +31,7 @@ use serde::Deserialize;
 
 use super::format::{
     chain_hash, split_line, Counts, Footer, FormatVersion, Gap, HashHex, Header, Record,
-    FORMAT_NAME, FORMAT_VERSION, GENESIS_HASH, ZSTD_MAGIC,
+    WatchedCgroup, FORMAT_NAME, FORMAT_VERSION, GENESIS_HASH, ZSTD_MAGIC,
 };
 use super::{exit, SessionError};
 use crate::detect::alert::Alert;
@@ -248,6 +248,7 @@ struct FullLine {
     event: Option<Event>,
     alert: Option<Alert>,
     gap: Option<Gap>,
+    cgroup: Option<WatchedCgroup>,
     footer: Option<Footer>,
 }
 
@@ -260,6 +261,7 @@ struct LightLine {
     event: Option<LightEvent>,
     alert: Option<LightAlert>,
     gap: Option<Gap>,
+    cgroup: Option<IgnoredAny>,
     footer: Option<Footer>,
 }
 
@@ -297,6 +299,7 @@ enum Parsed {
     Event(Option<Event>),
     Alert(Option<Alert>),
     Gap(Gap),
+    Cgroup(Option<WatchedCgroup>),
     Footer(Footer),
     Unknown,
 }
@@ -642,6 +645,7 @@ impl SessionReader {
                 self.counts.gap(&g);
                 Some(Record::Gap(g))
             }
+            Parsed::Cgroup(c) => c.map(Record::Cgroup),
             Parsed::Footer(f) => {
                 if self.footer.is_none() {
                     if f.final_hash.as_bytes() != prev.0 {
@@ -675,6 +679,7 @@ impl SessionReader {
             + l.event.is_some() as u8
             + l.alert.is_some() as u8
             + l.gap.is_some() as u8
+            + l.cgroup.is_some() as u8
             + l.footer.is_some() as u8;
         if n > 1 {
             return Err("more than one record kind on the line".into());
@@ -693,6 +698,8 @@ impl SessionReader {
             Parsed::Alert(None)
         } else if let Some(g) = l.gap {
             Parsed::Gap(g)
+        } else if l.cgroup.is_some() {
+            Parsed::Cgroup(None)
         } else if let Some(f) = l.footer {
             Parsed::Footer(f)
         } else {
@@ -773,6 +780,7 @@ fn full(l: FullLine) -> Result<Parsed, String> {
         + l.event.is_some() as u8
         + l.alert.is_some() as u8
         + l.gap.is_some() as u8
+        + l.cgroup.is_some() as u8
         + l.footer.is_some() as u8;
     if n > 1 {
         return Err("more than one record kind on the line".into());
@@ -785,6 +793,8 @@ fn full(l: FullLine) -> Result<Parsed, String> {
         Parsed::Alert(Some(a))
     } else if let Some(g) = l.gap {
         Parsed::Gap(g)
+    } else if let Some(c) = l.cgroup {
+        Parsed::Cgroup(Some(c))
     } else if let Some(f) = l.footer {
         Parsed::Footer(f)
     } else {

@@ -12,7 +12,9 @@
 
 use std::io::{self, Write};
 
-use super::format::{encode_line, Counts, Footer, Gap, HashHex, Header, GENESIS_HASH};
+use super::format::{
+    encode_line, Counts, Footer, Gap, HashHex, Header, WatchedCgroup, GENESIS_HASH,
+};
 use crate::detect::alert::Alert;
 use crate::event::model::Event;
 
@@ -104,6 +106,11 @@ impl<W: SessionOutput> SessionWriter<W> {
         self.record("gap", g)?;
         self.counts.gap(g);
         Ok(())
+    }
+
+    /// Record a cgroup name learned during the run.
+    pub fn cgroup(&mut self, c: &WatchedCgroup) -> io::Result<()> {
+        self.record("cgroup", c)
     }
 
     /// Hand buffered records to the output (one zstd frame if compressed)

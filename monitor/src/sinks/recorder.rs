@@ -22,8 +22,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::detect::alert::Alert;
+use crate::detect::CgroupLookup;
 use crate::event::model::Event;
-use crate::session::format::{now_ns, Footer, Gap, Header};
+use crate::session::format::{now_ns, Footer, Gap, Header, WatchedCgroup};
 use crate::session::store::{self, Retention, StoreError};
 use crate::session::writer::{SessionOutput, SessionWriter};
 use crate::sinks::Sink;
@@ -115,6 +116,8 @@ pub struct RecorderStats {
     pub dropped_events: AtomicU64,
     /// Alerts dropped likewise.
     pub dropped_alerts: AtomicU64,
+    /// Cgroup names learned during the run that could not be queued.
+    pub dropped_facts: AtomicU64,
     /// The writer hit an I/O error and stopped.
     pub failed: AtomicBool,
     closed: Mutex<Option<Closed>>,
@@ -141,6 +144,7 @@ enum Msg {
     Event(Box<Event>),
     Alert(Box<Alert>),
     Gap(Gap),
+    Cgroup(WatchedCgroup),
     Flush,
     Finish,
 }
@@ -288,6 +292,23 @@ impl Recorder {
         Arc::clone(&self.stats)
     }
 
+    /// Wrap the engine's cgroup namer so that every name it learns during
+    /// the run (a cgroup created after the header was written) goes into
+    /// the session, for replay to name it the same way. Use the result as
+    /// the engine's [`CgroupLookup`]; `known` are the ids the header holds.
+    pub fn recording_names<L: CgroupLookup>(
+        &self,
+        inner: L,
+        known: impl IntoIterator<Item = u64>,
+    ) -> RecordedNames<L> {
+        RecordedNames {
+            inner,
+            known: known.into_iter().collect(),
+            tx: self.tx.clone(),
+            stats: Arc::clone(&self.stats),
+        }
+    }
+
     fn offer(&mut self, msg: Msg, alert: bool, time_ns: Option<u64>) {
         let Some(tx) = &self.tx else {
             self.drop_one(alert, time_ns);
@@ -419,6 +440,7 @@ fn write_loop<W: SessionOutput>(
             Ok(Msg::Event(e)) => w.event(&e),
             Ok(Msg::Alert(a)) => w.alert(&a),
             Ok(Msg::Gap(g)) => w.gap(&g),
+            Ok(Msg::Cgroup(c)) => w.cgroup(&c),
             Ok(Msg::Flush) => {
                 if w.dirty() && last_flush.elapsed() >= MIN_REQUESTED_FLUSH {
                     last_flush = Instant::now();
@@ -461,6 +483,7 @@ fn write_loop<W: SessionOutput>(
             Msg::Event(e) => w.event(&e),
             Msg::Alert(a) => w.alert(&a),
             Msg::Gap(g) => w.gap(&g),
+            Msg::Cgroup(c) => w.cgroup(&c),
             Msg::Flush | Msg::Finish => Ok(()),
         };
         if let Err(e) = res {
@@ -487,6 +510,37 @@ fn flush<W: SessionOutput>(w: &mut SessionWriter<W>, sync: bool) -> std::io::Res
         w.sync()?;
     }
     Ok(())
+}
+
+/// A [`CgroupLookup`] that records the names it learns (see
+/// [`Recorder::recording_names`]). The lookup happens on the pipeline thread
+/// while the engine handles an event, after the recorder queued that event
+/// and before its alerts, so the name lands between them in the file.
+pub struct RecordedNames<L: CgroupLookup> {
+    inner: L,
+    known: std::collections::HashSet<u64>,
+    tx: Option<SyncSender<Msg>>,
+    stats: Arc<RecorderStats>,
+}
+
+impl<L: CgroupLookup> CgroupLookup for RecordedNames<L> {
+    fn lookup(&mut self, id: u64) -> Option<String> {
+        let name = self.inner.lookup(id);
+        if let (Some(path), Some(tx)) = (&name, &self.tx) {
+            if self.known.insert(id) {
+                let fact = Msg::Cgroup(WatchedCgroup {
+                    id,
+                    path: path.clone(),
+                });
+                // Never block the pipeline; a lost name is counted (replay
+                // would then leave that cgroup unnamed).
+                if tx.try_send(fact).is_err() {
+                    self.stats.dropped_facts.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        name
+    }
 }
 
 impl Sink for Recorder {
