@@ -89,6 +89,8 @@ pub struct ReplayReport {
     pub replayed: Vec<Located>,
     /// Recorder gaps, with their lines.
     pub gaps: Vec<(u64, Gap)>,
+    /// The line of the last event fed.
+    pub last_event_line: u64,
     /// Wall time spent.
     pub elapsed: Duration,
 }
@@ -111,6 +113,9 @@ pub enum Difference {
         /// The alert.
         alert: Box<Alert>,
     },
+    /// Raised for the last event of a session that was cut short (or at
+    /// its end): the live run died before writing it. Not counted.
+    Unrecorded(Located),
     /// Both raised one for the same event, but not the same.
     Changed {
         /// The line of the triggering event.
@@ -120,6 +125,14 @@ pub enum Difference {
         /// As replayed.
         replayed: Box<Alert>,
     },
+}
+
+impl Difference {
+    /// Whether it is explained (moved by a timer tick, or cut off by the
+    /// end of a truncated session) rather than a real difference.
+    pub fn expected(&self) -> bool {
+        matches!(self, Difference::Moved { .. } | Difference::Unrecorded(_))
+    }
 }
 
 impl std::fmt::Display for Difference {
@@ -133,6 +146,12 @@ impl std::fmt::Display for Difference {
             Difference::Extra((l, a)) => write!(
                 f,
                 "event at line {l}: replay raised {} (pid {}), not in the recording",
+                a.rule, a.pid
+            ),
+            Difference::Unrecorded((l, a)) => write!(
+                f,
+                "event at line {l}: replay raised {} (pid {}); the session ends there, before \
+                 the live run could record it",
                 a.rule, a.pid
             ),
             Difference::Moved {
@@ -202,14 +221,24 @@ impl ReplayReport {
             }
             k += 1;
         }
+        if self.verdict.footer.is_none() {
+            for d in &mut diffs {
+                if let Difference::Extra((l, a)) = d {
+                    if *l >= self.last_event_line {
+                        *d = Difference::Unrecorded((*l, a.clone()));
+                    }
+                }
+            }
+        }
         diffs
     }
 
-    /// Differences that count: everything but [`Difference::Moved`].
+    /// Differences that count: everything but [`Difference::Moved`] and
+    /// [`Difference::Unrecorded`].
     pub fn real_differences(&self) -> Vec<Difference> {
         self.differences()
             .into_iter()
-            .filter(|d| !matches!(d, Difference::Moved { .. }))
+            .filter(|d| !d.expected())
             .collect()
     }
 
@@ -299,8 +328,8 @@ pub fn replay(
     let mut pipeline = Pipeline::with_detector(detector, sinks);
     let mut recorded = Vec::new();
     let mut gaps = Vec::new();
-    let (events, verdict) = source.run(&mut pipeline, |entry| match &entry.record {
-        Record::Alert(a) => recorded.push((line.load(Ordering::Relaxed), a.clone())),
+    let (events, verdict) = source.run(&mut pipeline, |entry, event_line| match &entry.record {
+        Record::Alert(a) => recorded.push((event_line, a.clone())),
         Record::Gap(g) => gaps.push((entry.line, g.clone())),
         _ => {}
     })?;
@@ -313,6 +342,7 @@ pub fn replay(
         recorded,
         replayed,
         gaps,
+        last_event_line: line.load(Ordering::Relaxed),
         elapsed: started.elapsed(),
     })
 }
@@ -454,14 +484,8 @@ pub fn summary(path: &Path, r: &ReplayReport, policy: Option<&Path>) -> String {
         );
     }
     let all = r.differences();
-    let moved: Vec<&Difference> = all
-        .iter()
-        .filter(|d| matches!(d, Difference::Moved { .. }))
-        .collect();
-    let diffs: Vec<&Difference> = all
-        .iter()
-        .filter(|d| !matches!(d, Difference::Moved { .. }))
-        .collect();
+    let moved: Vec<&Difference> = all.iter().filter(|d| d.expected()).collect();
+    let diffs: Vec<&Difference> = all.iter().filter(|d| !d.expected()).collect();
     match policy {
         None if diffs.is_empty() => {
             let _ = writeln!(
@@ -471,7 +495,7 @@ pub fn summary(path: &Path, r: &ReplayReport, policy: Option<&Path>) -> String {
                 if moved.is_empty() {
                     String::new()
                 } else {
-                    format!(" ({} of them after a different event)", moved.len())
+                    format!(" (with {} explained difference(s):)", moved.len())
                 }
             );
             for d in moved.iter().take(5) {
@@ -704,8 +728,58 @@ mod tests {
         let r = replay_bytes(bytes[..cut].to_vec(), vec![], &Filter::default());
         assert_eq!(r.verdict.integrity(), Integrity::Truncated);
         assert_eq!(r.exit_code(true), exit::TRUNCATED);
+        // Alerts of the last event whose records were cut off are explained.
+        assert_eq!(r.real_differences(), vec![], "{:?}", r.differences());
         let s = summary(Path::new("s"), &r, None);
         assert!(s.contains("TRUNCATED"), "{s}");
+    }
+
+    #[test]
+    fn a_crash_between_an_event_and_its_alert_is_explained_not_a_difference() {
+        let bytes = record_live(&live_events(), false);
+        let text = String::from_utf8(bytes).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let first_alert = lines
+            .iter()
+            .position(|l| l.contains(r#","alert":"#))
+            .unwrap();
+        let cut = lines[..first_alert].join("\n") + "\n";
+        let r = replay_bytes(cut.into_bytes(), vec![], &Filter::default());
+        assert_eq!(r.recorded.len(), 0);
+        assert_eq!(r.replayed.len(), 1);
+        let d = r.differences();
+        assert!(
+            matches!(d[..], [Difference::Unrecorded((l, _))] if l == first_alert as u64),
+            "{d:?}"
+        );
+        assert_eq!(r.exit_code(true), exit::TRUNCATED);
+        // With the footer there, the same alert would be a real difference.
+        let mut r2 = r;
+        r2.verdict.footer = Some(Default::default());
+        assert_eq!(r2.real_differences().len(), 1);
+    }
+
+    #[test]
+    fn a_recorded_alert_belongs_to_its_event_even_when_that_event_was_skipped() {
+        let bytes = record_live(&live_events(), false);
+        let text = String::from_utf8(bytes).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let a = lines
+            .iter()
+            .position(|l| l.contains(r#","alert":"#))
+            .unwrap();
+        // Tamper with the event that raised the first alert.
+        let ev = lines[a - 1].replace("token", "tokeN");
+        let edited = text.replace(lines[a - 1], &ev);
+        let r = replay_bytes(edited.into_bytes(), vec![], &Filter::default());
+        let d = r.real_differences();
+        assert!(
+            matches!(&d[0], Difference::Missing((l, _)) if *l == a as u64),
+            "{d:?}"
+        );
+        assert!(d[0]
+            .to_string()
+            .starts_with(&format!("event at line {a}: recorded secret-read")));
     }
 
     #[test]
@@ -984,6 +1058,7 @@ mod tests {
             recorded: vec![(5, a.clone())],
             replayed: vec![(9, a.clone())],
             gaps: vec![],
+            last_event_line: 0,
             elapsed: Duration::ZERO,
         };
         let d = r.differences();

@@ -321,6 +321,7 @@ pub struct SessionReader {
     counts: Counts,
     skipped: u64,
     unknown: u64,
+    last_event_line: u64,
     done: bool,
 }
 
@@ -381,6 +382,7 @@ impl SessionReader {
             counts: Counts::default(),
             skipped: 0,
             unknown: 0,
+            last_event_line: 0,
             done: false,
         };
         r.read_header()?;
@@ -509,6 +511,13 @@ impl SessionReader {
         self.compressed
     }
 
+    /// The line of the last event record read, damaged ones (and lines too
+    /// damaged to tell) included: the event a recorded alert after it
+    /// belongs to.
+    pub fn last_event_line(&self) -> u64 {
+        self.last_event_line
+    }
+
     /// Problems found so far.
     pub fn problems(&self) -> &[Problem] {
         &self.problems
@@ -578,6 +587,9 @@ impl SessionReader {
     fn process_line(&mut self, light: bool) -> Option<Entry> {
         let prev = self.prev;
         let problems_before = self.problems_total;
+        // A line that does not parse may well have been an event.
+        let event_line_before = self.last_event_line;
+        self.last_event_line = self.line;
         let (body, stored) = match split_line(&self.buf) {
             Ok(x) => x,
             Err(e) => {
@@ -626,6 +638,9 @@ impl SessionReader {
 
         if self.footer.is_some() {
             self.problem(ProblemKind::AfterFooter);
+        }
+        if !matches!(parsed, Parsed::Event(_)) {
+            self.last_event_line = event_line_before;
         }
         if !light {
             match &parsed {

@@ -83,13 +83,14 @@ impl ReplaySource {
     }
 
     /// Feed every intact event to `pipeline`, in order; hand every other
-    /// intact record (alerts, gaps, the footer) to `other`. Does not call
+    /// intact record (alerts, gaps, the footer) to `other`, with the line of
+    /// the event record before it (damaged or not). Does not call
     /// `pipeline.finish()`. Returns the number of events fed and the
     /// reader's verdict on the file.
     pub fn run(
         mut self,
         pipeline: &mut Pipeline,
-        mut other: impl FnMut(&Entry),
+        mut other: impl FnMut(&Entry, u64),
     ) -> Result<(u64, Verdict), SessionError> {
         let mut events = 0u64;
         let mut next = self.reader.next_record()?;
@@ -117,7 +118,7 @@ impl ReplaySource {
                     next = self.reader.next_record()?;
                 }
                 _ => {
-                    other(&entry);
+                    other(&entry, self.reader.last_event_line());
                     next = self.reader.next_record()?;
                 }
             }
