@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use agentwatch::cgroup::CgroupNames;
 use agentwatch::cgroup::{self, WatchTarget};
 use agentwatch::commands;
-use agentwatch::detect::Engine;
+use agentwatch::detect::{CgroupLookup, Engine};
 use agentwatch::host::HostFacts;
 use agentwatch::pipeline::Pipeline;
 use agentwatch::policy::{self, Policy, PolicyError};
@@ -170,7 +170,8 @@ fn watch(args: WatchArgs) -> Result<ExitCode> {
     let (probes, source) = start_live(&targets, &load_options(&args.targets))?;
     let start_ns = now_ns();
 
-    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    let known_ids: Vec<u64> = names.known().keys().copied().collect();
+    let mut recorder_handle: Option<Recorder> = None;
     if !args.no_record {
         let mut header = Header::new(
             start_ns,
@@ -192,7 +193,18 @@ fn watch(args: WatchArgs) -> Result<ExitCode> {
         let config = RecorderConfig::for_record_arg(args.record.as_deref());
         let recorder = Recorder::start(&config, header).context("starting the session recorder")?;
         eprintln!("agentwatch: recording to {}", recorder.path().display());
-        sinks.push(Box::new(recorder));
+        recorder_handle = Some(recorder);
+    }
+    // Cgroup names learned during the run go into the session too, so replay
+    // names them the same way.
+    let namer: Box<dyn CgroupLookup> = match &recorder_handle {
+        Some(r) => Box::new(r.recording_names(names, known_ids)),
+        None => Box::new(names),
+    };
+    // The recorder sees every event first, before anything can fail later on.
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if let Some(r) = recorder_handle {
+        sinks.push(Box::new(r));
     }
     if !args.no_journald {
         sinks.push(Box::new(JournaldSink::new()));
@@ -202,7 +214,7 @@ fn watch(args: WatchArgs) -> Result<ExitCode> {
     } else if std::io::stdout().is_terminal() {
         sinks.push(Box::new(ConsoleSink::new(std::io::stdout(), true)));
     }
-    let engine = Engine::new(policy, facts, Box::new(names));
+    let engine = Engine::new(policy, facts, namer);
     let mut pipeline = Pipeline::with_detector(Box::new(engine), sinks);
     let rel: Vec<String> = targets.iter().map(|t| t.rel_path.clone()).collect();
     for ev in procscan::scan(std::path::Path::new("/proc"), &root, &rel, start_ns) {
