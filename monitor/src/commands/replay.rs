@@ -357,7 +357,7 @@ pub fn engine_for(
 ) -> anyhow::Result<Detector> {
     let policy = match policy {
         Some(p) => Policy::load(Some(p))?,
-        None => Policy::from_user_str("the session's recorded policy", &header.policy)
+        None => Policy::from_effective_str("the session's recorded policy", &header.policy)
             .context("the policy recorded in the session does not load in this agentwatch")?,
     };
     let facts: HostFacts = if header.host_facts.is_null() {

@@ -371,6 +371,16 @@ impl Policy {
         Ok(compile(merge(base, user)))
     }
 
+    /// A complete effective policy (what [`show`] printed, as a session
+    /// records it), taken as it is: NOT merged over this build's default, so
+    /// replaying an old session is not changed by catalog entries a later
+    /// agentwatch adds to its default.
+    pub fn from_effective_str(name: &str, text: &str) -> Result<Policy, PolicyError> {
+        let file = parse_file(name, text)?;
+        validate_file(&file, &HashSet::new(), &Ctx { name, text })?;
+        Ok(compile(file))
+    }
+
     /// The merged file form (what [`show`] prints).
     pub fn file(&self) -> &PolicyFile {
         &self.merged

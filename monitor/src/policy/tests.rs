@@ -71,6 +71,29 @@ fn show_round_trips() {
 }
 
 #[test]
+fn an_effective_policy_is_taken_as_it_is_not_merged_again() {
+    let p = Policy::from_user_str(
+        "u.toml",
+        "[[secret]]\nname = \"mine\"\npaths = [\"/srv/key\"]\n\n[rules.env-dump]\nenabled = false\n",
+    )
+    .unwrap();
+    let back = Policy::from_effective_str("recorded", &show(&p)).unwrap();
+    assert_eq!(back.secrets, p.secrets);
+    assert_eq!(back.egress, p.egress);
+    assert_eq!(back.env, p.env);
+    assert_eq!(back.allow, p.allow);
+    assert_eq!(back.env_dump, p.env_dump);
+
+    // A recorded policy with a single catalog entry stays that way: the
+    // current default's catalog is not added to it.
+    let only = "[[secret]]\nname = \"only\"\npaths = [\"/srv/only\"]\n";
+    let p = Policy::from_effective_str("recorded", only).unwrap();
+    let names: Vec<&str> = p.secrets.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, vec!["only"]);
+    assert!(Policy::default_policy().secrets.len() > 1);
+}
+
+#[test]
 fn a_user_file_extends_and_overrides() {
     let user = r#"
 [rules.env-dump]
