@@ -86,7 +86,7 @@ fn count_received(file: &Path, needle: &str) -> Result<(u64, u64)> {
     Ok((found, dropped))
 }
 
-fn run_step(ctx: &Ctx, idx: usize, target: f64, stall: bool) -> Result<Step> {
+fn run_step(ctx: &Ctx, bin: Option<&Path>, idx: usize, target: f64, stall: bool) -> Result<Step> {
     check_interrupted()?;
     let marker = ctx.env.work.join("flood").join(format!("m-{idx:02}"));
     std::fs::write(&marker, "x")?;
@@ -122,8 +122,9 @@ fn run_step(ctx: &Ctx, idx: usize, target: f64, stall: bool) -> Result<Step> {
         AwMode::Trace => Stdio::from(std::fs::File::create(&trace_out)?),
         AwMode::Daemon => Stdio::null(),
     };
-    let aw = Agentwatch::start(
+    let aw = Agentwatch::start_binary(
         &ctx.env,
+        bin.unwrap_or(&ctx.env.agentwatch),
         &ctx.cg.watched,
         AwOptions {
             stdout,
@@ -179,13 +180,15 @@ fn run_step(ctx: &Ctx, idx: usize, target: f64, stall: bool) -> Result<Step> {
     let _ = std::fs::remove_file(&trace_out);
     let lost_open = summary.lost_of("open");
     let lost_other = summary.lost_total() - lost_open;
-    let label = if stall {
-        "as fast as possible, daemon stopped for half the step".to_string()
-    } else if target > 0.0 {
-        thousands(target)
-    } else {
-        "as fast as possible".to_string()
-    };
+    let who = if bin.is_some() { "candidate: " } else { "" };
+    let label = who.to_string()
+        + &if stall {
+            "as fast as possible, daemon stopped for half the step".to_string()
+        } else if target > 0.0 {
+            thousands(target)
+        } else {
+            "as fast as possible".to_string()
+        };
     let step = Step {
         label,
         target,
@@ -214,11 +217,18 @@ fn run_step(ctx: &Ctx, idx: usize, target: f64, stall: bool) -> Result<Step> {
 
 pub fn run(ctx: &Ctx) -> Result<Section> {
     let mut steps = Vec::new();
-    let rates = ctx.cfg.flood_rates.clone();
-    for (i, &r) in rates.iter().enumerate() {
-        steps.push(run_step(ctx, i, r, false)?);
+    let mut rates: Vec<(f64, bool)> = ctx.cfg.flood_rates.iter().map(|r| (*r, false)).collect();
+    rates.push((0.0, true));
+    let mut cand = Vec::new();
+    for (i, &(r, stall)) in rates.iter().enumerate() {
+        steps.push(run_step(ctx, None, i, r, stall)?);
+        // A candidate build runs each step right after the current one.
+        if let Some(c) = &ctx.env.candidate {
+            cand.push(run_step(ctx, Some(c), i + 100, r, stall)?);
+        }
     }
-    steps.push(run_step(ctx, rates.len(), 0.0, true)?);
+    let main_steps = steps.len();
+    steps.extend(cand);
 
     let mut t = Table::new(&[
         "target opens/s",
@@ -247,13 +257,14 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         ]);
     }
     // The highest rate sustained with nothing lost, over a full step.
-    let best = steps
+    let main = &steps[..main_steps];
+    let best = main
         .iter()
         .filter(|s| s.zero_loss() && !s.label.contains("stopped"))
         .map(|s| s.achieved())
         .fold(0.0f64, f64::max);
     let all_exact = steps.iter().all(|s| s.exact());
-    let at_goal = steps
+    let at_goal = main
         .iter()
         .filter(|s| s.target >= 200e3 || s.target == 0.0)
         .filter(|s| !s.label.contains("stopped") && s.achieved() >= 0.98 * 200e3)

@@ -179,6 +179,11 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     let max = samples.iter().map(|s| s.1).max().unwrap_or(rss0);
     let mib = |k: u64| k as f64 / 1024.0;
     let growth = mib(end) - mib(warm);
+    let half = samples
+        .iter()
+        .find(|(t, _, _)| *t >= secs / 2.0)
+        .map_or(rss0, |s| s.1);
+    let half_growth = mib(end) - mib(half);
     let events = summary.events.unwrap_or(0);
     let cpu_per_m = summary.cpu_secs / (events.max(1) as f64 / 1e6);
     let mut t = Table::new(&[
@@ -224,9 +229,17 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
             format!("{:.1} MiB", mib(summary.hwm_kib)),
         ),
         (
-            format!("RSS flat over {secs:.0} s of churn (growth < 1 MiB)"),
-            Some(growth < 1.0),
-            format!("{growth:+.1} MiB"),
+            "RSS flat over 10 minutes of churn (second half grows < 1 MiB)".to_string(),
+            // The process table keeps exited processes 300 s and the DNS map
+            // answers 600 s (by design, for the exfiltration window and for
+            // programs that keep using an address), so only a long run can
+            // show whether the bounds hold.
+            (secs >= 600.0).then_some(half_growth < 1.0),
+            if secs >= 600.0 {
+                format!("{half_growth:+.1} MiB in the second half, {growth:+.1} MiB overall")
+            } else {
+                format!("{growth:+.1} MiB in {secs:.0} s (use --long)")
+            },
         ),
     ];
     Ok(Section {
@@ -244,6 +257,7 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
             "rss_max_kib": max,
             "peak_rss_kib": summary.hwm_kib,
             "rss_growth_mib": num(growth),
+            "rss_growth_second_half_mib": num(half_growth),
             "cpu_secs": num(summary.cpu_secs),
             "cpu_secs_per_million_events": num(cpu_per_m),
             "anon_ready_kib": anon0,

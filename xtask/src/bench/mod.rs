@@ -60,6 +60,10 @@ pub struct BenchArgs {
     /// This agentwatch binary instead of building the release one.
     #[arg(long, value_name = "PATH")]
     agentwatch: Option<PathBuf>,
+    /// Also measure this agentwatch binary (overhead and profile phases), to
+    /// compare a change against the current build in the same run.
+    #[arg(long, value_name = "PATH")]
+    candidate: Option<PathBuf>,
     /// Where to write the JSON figures (default target/bench/bench.json).
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
@@ -138,6 +142,7 @@ impl Ctx {
         Placement {
             cgroup: self.cg.watched.clone(),
             uid: Some(AGENT_UID),
+            fifo: None,
         }
     }
 
@@ -145,6 +150,7 @@ impl Ctx {
         Placement {
             cgroup: self.cg.outside.clone(),
             uid: Some(OTHER_UID),
+            fifo: None,
         }
     }
 
@@ -333,6 +339,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
     let mut env = Env {
         agentwatch,
+        candidate: args.candidate.clone(),
         mode: AwMode::Daemon,
         work: work.0.clone(),
         watched: cg.watched.clone(),

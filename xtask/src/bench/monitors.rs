@@ -24,20 +24,28 @@ use super::host::{self, Spawned};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Contender {
     Agentwatch,
+    /// Another agentwatch build (`--candidate`), to compare a change in the
+    /// same run.
+    Candidate,
     Bpftrace,
     Auditd,
 }
 
 impl Contender {
-    pub const MONITORS: [Contender; 3] = [
-        Contender::Agentwatch,
-        Contender::Bpftrace,
-        Contender::Auditd,
-    ];
+    /// The monitors measured: agentwatch, the candidate if any, the peers.
+    pub fn monitors(env: &Env) -> Vec<Contender> {
+        let mut v = vec![Contender::Agentwatch];
+        if env.candidate.is_some() {
+            v.push(Contender::Candidate);
+        }
+        v.extend([Contender::Bpftrace, Contender::Auditd]);
+        v
+    }
 
     pub fn name(self) -> &'static str {
         match self {
             Contender::Agentwatch => "agentwatch",
+            Contender::Candidate => "candidate",
             Contender::Bpftrace => "bpftrace",
             Contender::Auditd => "auditd",
         }
@@ -65,6 +73,8 @@ impl AwMode {
 /// What the benchmark's monitors share.
 pub struct Env {
     pub agentwatch: PathBuf,
+    /// A second agentwatch binary to measure alongside (`--candidate`).
+    pub candidate: Option<PathBuf>,
     pub mode: AwMode,
     /// The benchmark's scratch directory.
     pub work: PathBuf,
@@ -141,8 +151,13 @@ impl AwSummary {
 impl Agentwatch {
     /// Starts agentwatch on `cgroup` and waits for its `ready` line.
     pub fn start(env: &Env, cgroup: &Path, opts: AwOptions) -> Result<Self> {
+        Self::start_binary(env, &env.agentwatch, cgroup, opts)
+    }
+
+    /// Starts the agentwatch binary `bin` (the candidate, say).
+    pub fn start_binary(env: &Env, bin: &Path, cgroup: &Path, opts: AwOptions) -> Result<Self> {
         let sessions = env.work.join(format!("sessions-{}", unique()));
-        let mut cmd = Command::new(&env.agentwatch);
+        let mut cmd = Command::new(bin);
         match env.mode {
             AwMode::Daemon => {
                 std::fs::create_dir_all(&sessions)?;
@@ -326,9 +341,13 @@ impl Bpftrace {
         Ok(Self { proc, out })
     }
 
-    /// SIGINT; returns the events it reported lost.
+    /// SIGINT; returns the events it reported lost. bpftrace prints what is
+    /// still queued before it exits, which can take a while after a flood;
+    /// if it must be killed, the measurement already made still stands.
     pub fn stop(self) -> Result<u64> {
-        let _ = self.proc.stop(libc::SIGINT, Duration::from_secs(30))?;
+        if let Err(e) = self.proc.stop(libc::SIGINT, Duration::from_secs(120)) {
+            println!("bench: bpftrace: {e:#}");
+        }
         let tail = host::read_tail(&self.out, 65536);
         let lost = tail
             .lines()
@@ -460,6 +479,15 @@ impl Running {
         Ok(match c {
             Contender::Agentwatch => {
                 Running::Agentwatch(Agentwatch::start(env, &env.watched, AwOptions::default())?)
+            }
+            Contender::Candidate => {
+                let bin = env.candidate.as_deref().context("no --candidate given")?;
+                Running::Agentwatch(Agentwatch::start_binary(
+                    env,
+                    bin,
+                    &env.watched,
+                    AwOptions::default(),
+                )?)
             }
             Contender::Bpftrace => Running::Bpftrace(Bpftrace::start(env)?),
             Contender::Auditd => Running::Auditd(Auditd::start(env)?),
