@@ -22,20 +22,20 @@
 //! chain continues from the hash that line CLAIMS, so one edited record is
 //! reported once, not as every record after it.
 
+mod lines;
+mod verdict;
+
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use serde::de::IgnoredAny;
-use serde::Deserialize;
-
 use super::format::{
-    chain_hash, split_line, Counts, Footer, FormatVersion, Gap, HashHex, Header, Record,
-    WatchedCgroup, FORMAT_NAME, FORMAT_VERSION, GENESIS_HASH, ZSTD_MAGIC,
+    chain_hash, split_line, Counts, Footer, FormatVersion, HashHex, Header, Record, FORMAT_NAME,
+    FORMAT_VERSION, GENESIS_HASH, ZSTD_MAGIC,
 };
-use super::{exit, SessionError};
-use crate::detect::alert::Alert;
-use crate::event::model::Event;
+use super::SessionError;
+use lines::{full, one_kind, FullLine, HeaderLine, LightLine, Parsed, ProbeLine};
+pub use verdict::{Entry, Integrity, Problem, ProblemKind, Verdict};
 
 /// Problems kept in full; past this they are only counted, so a file of
 /// garbage cannot exhaust memory.
@@ -43,266 +43,6 @@ pub const MAX_PROBLEMS_KEPT: usize = 1000;
 
 /// Read buffer: large, so a million-record replay makes few syscalls.
 const READ_BUFFER: usize = 256 * 1024;
-
-/// How intact a session is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Integrity {
-    /// Every record chains, the footer is there and agrees.
-    Intact,
-    /// The file ends early (crash, power loss, `SIGKILL`, disk full): what
-    /// is there is intact.
-    Truncated,
-    /// Something in the file is not what was written.
-    Tampered,
-}
-
-impl Integrity {
-    /// The process exit code for this outcome (see [`super::exit`]).
-    pub fn exit_code(self) -> u8 {
-        match self {
-            Integrity::Intact => exit::OK,
-            Integrity::Truncated => exit::TRUNCATED,
-            Integrity::Tampered => exit::TAMPERED,
-        }
-    }
-
-    /// One word, for tables and messages.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Integrity::Intact => "intact",
-            Integrity::Truncated => "truncated",
-            Integrity::Tampered => "tampered",
-        }
-    }
-}
-
-/// What is wrong at a line.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ProblemKind {
-    /// Not valid JSON, not a record, or no hash at the end.
-    Corrupt {
-        /// What the parser said.
-        reason: String,
-    },
-    /// The hash does not chain.
-    HashMismatch {
-        /// The record's `seq`.
-        seq: u64,
-    },
-    /// `seq` does not follow the line before.
-    OutOfSequence {
-        /// What it should have been.
-        expected: u64,
-        /// What it is.
-        found: u64,
-    },
-    /// A header after line 1.
-    UnexpectedHeader,
-    /// A record after the footer.
-    AfterFooter,
-    /// The footer disagrees with the records before it.
-    FooterMismatch {
-        /// Which numbers differ.
-        what: String,
-    },
-    /// Compressed data that cannot be decoded (the lines before are kept;
-    /// nothing after can be read).
-    CompressedCorrupt {
-        /// What zstd said.
-        reason: String,
-    },
-    /// The last line has no end: the file was cut while it was written.
-    PartialLine,
-    /// The compressed stream ends inside a frame.
-    CompressedTruncated,
-    /// No footer: the recorder never closed the session.
-    MissingFooter,
-}
-
-/// One problem, where it is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problem {
-    /// 1-based line number (of the decompressed text). For problems at the
-    /// end of the file, the line after the last one read.
-    pub line: u64,
-    /// What.
-    pub kind: ProblemKind,
-}
-
-impl Problem {
-    /// Which kind of damage this is.
-    pub fn integrity(&self) -> Integrity {
-        match self.kind {
-            ProblemKind::PartialLine
-            | ProblemKind::CompressedTruncated
-            | ProblemKind::MissingFooter => Integrity::Truncated,
-            _ => Integrity::Tampered,
-        }
-    }
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let line = self.line;
-        match &self.kind {
-            ProblemKind::Corrupt { reason } => write!(f, "line {line}: corrupted record: {reason}"),
-            ProblemKind::HashMismatch { seq } => write!(
-                f,
-                "line {line}: hash mismatch at record seq {seq}: this record was edited, or the one \
-                 before it was removed or altered"
-            ),
-            ProblemKind::OutOfSequence { expected, found } => write!(
-                f,
-                "line {line}: record seq {found} where seq {expected} was expected: records were \
-                 removed, inserted or reordered"
-            ),
-            ProblemKind::UnexpectedHeader => write!(f, "line {line}: a second header"),
-            ProblemKind::AfterFooter => write!(f, "line {line}: record after the footer"),
-            ProblemKind::FooterMismatch { what } => {
-                write!(f, "line {line}: footer does not match the file: {what}")
-            }
-            ProblemKind::CompressedCorrupt { reason } => write!(
-                f,
-                "line {line}: compressed data is damaged ({reason}); nothing after line {} can be read",
-                line.saturating_sub(1)
-            ),
-            ProblemKind::PartialLine => write!(
-                f,
-                "line {line}: incomplete last line (the file was cut short while it was written)"
-            ),
-            ProblemKind::CompressedTruncated => write!(
-                f,
-                "line {line}: compressed data ends inside a frame (the file was cut short while it \
-                 was written)"
-            ),
-            ProblemKind::MissingFooter => write!(
-                f,
-                "no footer after line {}: the session was not closed (crash, power loss or kill); \
-                 everything up to there is readable",
-                line.saturating_sub(1)
-            ),
-        }
-    }
-}
-
-/// A record and where it was.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Entry {
-    /// 1-based line number.
-    pub line: u64,
-    /// The record's `seq`.
-    pub seq: u64,
-    /// The record.
-    pub record: Record,
-}
-
-/// The outcome of reading a whole session.
-#[derive(Clone, Debug)]
-pub struct Verdict {
-    /// The file.
-    pub path: PathBuf,
-    /// Lines read (header included; a partial last line included).
-    pub lines: u64,
-    /// Records present by kind, damaged ones included where they parsed.
-    pub counts: Counts,
-    /// Records not yielded because they were damaged.
-    pub skipped: u64,
-    /// Records of kinds this version does not know (from a newer minor),
-    /// checked and skipped.
-    pub unknown: u64,
-    /// The footer, if the session was closed.
-    pub footer: Option<Footer>,
-    /// The first [`MAX_PROBLEMS_KEPT`] problems, in file order.
-    pub problems: Vec<Problem>,
-    /// All problems, counted.
-    pub problems_total: u64,
-    /// The hash of the last line read.
-    pub last_hash: HashHex,
-}
-
-impl Verdict {
-    /// The worst damage found.
-    pub fn integrity(&self) -> Integrity {
-        self.problems
-            .iter()
-            .map(Problem::integrity)
-            .max()
-            .unwrap_or(Integrity::Intact)
-    }
-
-    /// The first problem that makes the file tampered, else the first one.
-    pub fn first_problem(&self) -> Option<&Problem> {
-        self.problems
-            .iter()
-            .find(|p| p.integrity() == Integrity::Tampered)
-            .or_else(|| self.problems.first())
-    }
-}
-
-// The record line as read: exactly one payload key is set. Unknown keys
-// (newer minor versions, and `hash`) are ignored by serde.
-#[derive(Deserialize)]
-struct FullLine {
-    seq: u64,
-    header: Option<IgnoredAny>,
-    event: Option<Event>,
-    alert: Option<Alert>,
-    gap: Option<Gap>,
-    cgroup: Option<WatchedCgroup>,
-    footer: Option<Footer>,
-}
-
-// The same, checking JSON validity and taking only what the footer check
-// needs: `verify` and `sessions` need no full events.
-#[derive(Deserialize)]
-struct LightLine {
-    seq: u64,
-    header: Option<IgnoredAny>,
-    event: Option<LightEvent>,
-    alert: Option<LightAlert>,
-    gap: Option<Gap>,
-    cgroup: Option<IgnoredAny>,
-    footer: Option<Footer>,
-}
-
-#[derive(Deserialize)]
-struct LightEvent {
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    counts: Option<std::collections::BTreeMap<String, u64>>,
-}
-
-#[derive(Deserialize)]
-struct LightAlert {
-    rule: String,
-}
-
-#[derive(Deserialize)]
-struct ProbeLine {
-    seq: Option<u64>,
-    header: Option<ProbeHeader>,
-}
-
-#[derive(Deserialize)]
-struct ProbeHeader {
-    format: Option<String>,
-    version: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct HeaderLine {
-    header: Header,
-}
-
-enum Parsed {
-    Header,
-    Event(Option<Event>),
-    Alert(Option<Alert>),
-    Gap(Gap),
-    Cgroup(Option<WatchedCgroup>),
-    Footer(Footer),
-    Unknown,
-}
 
 /// Reads one session, verifying as it goes.
 pub struct SessionReader {
@@ -690,15 +430,14 @@ impl SessionReader {
     }
 
     fn light(&mut self, l: LightLine) -> Result<Parsed, String> {
-        let n = l.header.is_some() as u8
-            + l.event.is_some() as u8
-            + l.alert.is_some() as u8
-            + l.gap.is_some() as u8
-            + l.cgroup.is_some() as u8
-            + l.footer.is_some() as u8;
-        if n > 1 {
-            return Err("more than one record kind on the line".into());
-        }
+        one_kind(&[
+            l.header.is_some(),
+            l.event.is_some(),
+            l.alert.is_some(),
+            l.gap.is_some(),
+            l.cgroup.is_some(),
+            l.footer.is_some(),
+        ])?;
         Ok(if l.header.is_some() {
             Parsed::Header
         } else if let Some(e) = l.event {
@@ -788,33 +527,6 @@ impl SessionReader {
             last_hash: self.prev,
         }
     }
-}
-
-fn full(l: FullLine) -> Result<Parsed, String> {
-    let n = l.header.is_some() as u8
-        + l.event.is_some() as u8
-        + l.alert.is_some() as u8
-        + l.gap.is_some() as u8
-        + l.cgroup.is_some() as u8
-        + l.footer.is_some() as u8;
-    if n > 1 {
-        return Err("more than one record kind on the line".into());
-    }
-    Ok(if l.header.is_some() {
-        Parsed::Header
-    } else if let Some(e) = l.event {
-        Parsed::Event(Some(e))
-    } else if let Some(a) = l.alert {
-        Parsed::Alert(Some(a))
-    } else if let Some(g) = l.gap {
-        Parsed::Gap(g)
-    } else if let Some(c) = l.cgroup {
-        Parsed::Cgroup(Some(c))
-    } else if let Some(f) = l.footer {
-        Parsed::Footer(f)
-    } else {
-        Parsed::Unknown
-    })
 }
 
 fn placeholder_header() -> Header {
