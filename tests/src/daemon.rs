@@ -306,6 +306,18 @@ impl Daemon {
         }
     }
 
+    /// [`Daemon::stop`], asserting that it exited 0 (what SIGTERM must give).
+    pub fn stop_ok(self) -> Finished {
+        let f = self.stop();
+        assert_eq!(
+            f.status.code(),
+            Some(0),
+            "exit after SIGTERM; stderr:\n{}",
+            f.stderr
+        );
+        f
+    }
+
     fn join_readers(&mut self) {
         for r in self.readers.drain(..) {
             let _ = r.join();

@@ -110,6 +110,33 @@ pub fn set_mode(path: &Path, mode: u32) {
         .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
 }
 
+/// Spawn `cmd` (stdin from /dev/null), wait, return its pid and output.
+pub fn run(cmd: &mut std::process::Command) -> (u32, std::process::Output) {
+    use std::process::Stdio;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let pid = child.id();
+    let out = child.wait_with_output().expect("wait");
+    (pid, out)
+}
+
+/// [`run`], panicking with the output when the command fails.
+pub fn run_ok(cmd: &mut std::process::Command) -> (u32, std::process::Output) {
+    let (pid, out) = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (pid, out)
+}
+
 /// Run a command to completion, panicking with its output if it fails.
 pub fn sh(argv: &[&str]) -> String {
     let out = std::process::Command::new(argv[0])

@@ -12,7 +12,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -22,7 +22,7 @@ use agentwatch_e2e::events::{mentions, show};
 use agentwatch_e2e::journald::Mark;
 use agentwatch_e2e::net::{NS_TCP_PORT, NS_UDP_PORT};
 use agentwatch_e2e::user::{Decoys, Project};
-use agentwatch_e2e::util::{TempDir, PYTHON};
+use agentwatch_e2e::util::{run, run_ok, TempDir, PYTHON};
 use agentwatch_e2e::{require_root, AgentUser, Cgroup, Daemon, Dns, Journald, NetNs, TcpLoopback};
 
 /// How long an alert may take to show up.
@@ -111,32 +111,6 @@ impl Scene {
         let (pid, _) = run_ok(&mut self.cmd_dns(&["/bin/bash", "-c", &script]));
         pid
     }
-}
-
-/// Spawn `cmd` (stdin from /dev/null), wait, return its pid and output.
-pub(crate) fn run(cmd: &mut Command) -> (u32, Output) {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    let pid = child.id();
-    let out = child.wait_with_output().expect("wait");
-    (pid, out)
-}
-
-/// [`run`], panicking with the output when the command fails.
-pub(crate) fn run_ok(cmd: &mut Command) -> (u32, Output) {
-    let (pid, out) = run(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (pid, out)
 }
 
 /// The resolved executable a bare command name runs as for the agent user
@@ -232,6 +206,16 @@ fn assert_secret_read(a: &Value, s: &Scene, comm: &str, path: &Path, requested: 
         "path as passed; alert {a}"
     );
     assert!(a.get("daddr").is_none(), "no network fields; alert {a}");
+}
+
+/// Every alert so far is of `rule`; `why` says why in the failure.
+fn assert_only_rule(d: &Daemon, rule: &str, why: &str) {
+    let others: Vec<Value> = d
+        .events()
+        .into_iter()
+        .filter(|a| a["rule"] != rule)
+        .collect();
+    assert!(others.is_empty(), "{why}:\n{}", show(&others));
 }
 
 /// journald's `MESSAGE_ID` per rule (docs/detection.md; a public interface).
@@ -504,26 +488,11 @@ fn detection_secret_reads_are_caught_through_every_path_and_harmless_reads_stay_
          ssh-keygen, refused /etc/shadow, append-only open):\n{}",
         show(&quiet)
     );
-    let wrong_rule: Vec<Value> = d
-        .events()
-        .into_iter()
-        .filter(|a| a["rule"] != "secret-read")
-        .collect();
-    assert!(
-        wrong_rule.is_empty(),
-        "only secret reads happened here:\n{}",
-        show(&wrong_rule)
-    );
+    assert_only_rule(&d, "secret-read", "only secret reads happened here");
     for a in &checked {
         assert_in_journal(&j, &mark, a);
     }
-    let f = d.stop();
-    assert_eq!(
-        f.status.code(),
-        Some(0),
-        "exit after SIGTERM; stderr:\n{}",
-        f.stderr
-    );
+    d.stop_ok();
 }
 
 #[test]
@@ -721,26 +690,11 @@ fn detection_environment_dumps_are_caught_in_every_form_and_launches_stay_silent
         "alerts for commands that must stay silent (env FOO=bar true, echo, [ -n ... ]):\n{}",
         show(&quiet)
     );
-    let wrong_rule: Vec<Value> = d
-        .events()
-        .into_iter()
-        .filter(|a| a["rule"] != "env-dump")
-        .collect();
-    assert!(
-        wrong_rule.is_empty(),
-        "only environment dumps happened here:\n{}",
-        show(&wrong_rule)
-    );
+    assert_only_rule(&d, "env-dump", "only environment dumps happened here");
     for a in &checked {
         assert_in_journal(&j, &mark, a);
     }
-    let f = d.stop();
-    assert_eq!(
-        f.status.code(),
-        Some(0),
-        "exit after SIGTERM; stderr:\n{}",
-        f.stderr
-    );
+    d.stop_ok();
 }
 
 /// Connects from python: each argument `label,host,family(4|6),proto,port`;
@@ -896,26 +850,11 @@ fn detection_egress_to_names_and_addresses_the_policy_does_not_allow_is_caught()
         "alerts for connects to the allowed name or loopback:\n{}",
         show(&quiet)
     );
-    let others: Vec<Value> = d
-        .events()
-        .into_iter()
-        .filter(|a| a["rule"] != "unexpected-egress")
-        .collect();
-    assert!(
-        others.is_empty(),
-        "no secret was touched, so no other rule may fire:\n{}",
-        show(&others)
-    );
+    assert_only_rule(&d, "unexpected-egress", "no secret was touched, so no other rule may fire");
     for a in &checked {
         assert_in_journal(&j, &mark, a);
     }
-    let f = d.stop();
-    assert_eq!(
-        f.status.code(),
-        Some(0),
-        "exit after SIGTERM; stderr:\n{}",
-        f.stderr
-    );
+    d.stop_ok();
 }
 
 /// Send stdin to `exfil.test` over UDP/IPv6 (a python one-liner's text).

@@ -6,23 +6,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use agentwatch_e2e::util::unique;
+use agentwatch_e2e::util::{run_ok, unique};
 use agentwatch_e2e::{
     require_root, AgentUser, Cgroup, Dns, Journald, NetNs, TcpLoopback, UdpLoopback,
 };
 
+/// `cmd`'s stdout; panics with its output when it fails.
 fn output(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&run_ok(cmd).1.stdout).into_owned()
 }
 
 #[test]

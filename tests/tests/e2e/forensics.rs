@@ -14,10 +14,10 @@ use serde_json::Value;
 
 use agentwatch_e2e::daemon::agentwatch_bin;
 use agentwatch_e2e::events::show;
-use agentwatch_e2e::util::TempDir;
+use agentwatch_e2e::util::{run_ok, TempDir};
 use agentwatch_e2e::{require_root, Daemon};
 
-use crate::detection::{apid, is_alert, run_ok, wait_alert, Scene, ALLOWED_HOST, EXFIL_HOST, WAIT};
+use crate::detection::{apid, is_alert, wait_alert, Scene, ALLOWED_HOST, EXFIL_HOST, WAIT};
 
 const TAMPERED: i32 = 3;
 const TRUNCATED: i32 = 4;
@@ -143,13 +143,7 @@ fn forensics_session_replays_to_the_live_alerts_verifies_and_shows_tampering_at_
     let file = dir.path().join("live.jsonl");
     let d = s.daemon(&["--no-journald", "--record", file.to_str().unwrap()]);
     activity(&s, &d);
-    let f = d.stop();
-    assert_eq!(
-        f.status.code(),
-        Some(0),
-        "exit after SIGTERM; stderr:\n{}",
-        f.stderr
-    );
+    let f = d.stop_ok();
     let live = json_lines(&f.stdout);
     assert_eq!(
         rules(&live),
@@ -373,13 +367,7 @@ fn forensics_compressed_session_in_a_session_directory_round_trips_and_is_listed
     let arg = format!("{}/", store.display());
     let d = s.daemon(&["--no-journald", "--record", &arg]);
     activity(&s, &d);
-    let f = d.stop();
-    assert_eq!(
-        f.status.code(),
-        Some(0),
-        "exit after SIGTERM; stderr:\n{}",
-        f.stderr
-    );
+    let f = d.stop_ok();
     let live = json_lines(&f.stdout);
 
     let files: Vec<PathBuf> = std::fs::read_dir(&store)

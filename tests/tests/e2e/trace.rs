@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -13,7 +13,7 @@ use serde_json::Value;
 use agentwatch_e2e::daemon::{agentwatch_bin, agentwatch_bin_for_anyone};
 use agentwatch_e2e::events::{self, cgroup_id, is_exec, is_open, kind, mentions, pid, ppid, show};
 use agentwatch_e2e::net::closed_port;
-use agentwatch_e2e::util::{unique, TempDir, PYTHON};
+use agentwatch_e2e::util::{run_ok, unique, TempDir, PYTHON};
 use agentwatch_e2e::{require_root, AgentUser, Cgroup, Daemon, TcpLoopback, UdpLoopback};
 
 /// How long an event may take to show up.
@@ -22,27 +22,6 @@ const WAIT: Duration = Duration::from_secs(10);
 /// Start `agentwatch trace --cgroup <cg> --json`.
 fn trace(cg: &Cgroup) -> Daemon {
     Daemon::start(&["trace", "--cgroup", &cg.rel(), "--json"])
-}
-
-/// Spawn `cmd`, wait for it, and return its pid and output; panics if it
-/// fails.
-fn run(cmd: &mut Command) -> (u32, Output) {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    let pid = child.id();
-    let out = child.wait_with_output().expect("wait");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (pid, out)
 }
 
 /// The checks every open of an existing file must pass: who, where it
@@ -116,7 +95,7 @@ fn trace_open_through_relative_path_symlink_and_dirfd_is_resolved() {
     let d = trace(&cg);
 
     // A relative path with `..`, from the cwd.
-    let (p1, _) = run(cg
+    let (p1, _) = run_ok(cg
         .command(&["cat", "data/../data/file.txt"])
         .current_dir(dir.path()));
     let e = d.wait_for("open of data/../data/file.txt by cat", WAIT, |e| {
@@ -128,7 +107,7 @@ fn trace_open_through_relative_path_symlink_and_dirfd_is_resolved() {
     assert_eq!(e["dfd"], -100, "AT_FDCWD; event {e}");
 
     // Through a symlink: the file the kernel opened, not the link.
-    let (p2, _) = run(cg.command(&["cat", "link"]).current_dir(dir.path()));
+    let (p2, _) = run_ok(cg.command(&["cat", "link"]).current_dir(dir.path()));
     let e = d.wait_for("open of link by cat", WAIT, |e| is_open(e, p2, "link"));
     assert_open_of(&e, p2, &cg, &file);
 
@@ -138,7 +117,7 @@ fn trace_open_through_relative_path_symlink_and_dirfd_is_resolved() {
                   f = os.open('file.txt', os.O_RDONLY, dir_fd=d)\n\
                   print(d, f)\n";
     let data = dir.path().join("data");
-    let (p3, out) = run(&mut cg.command(&[PYTHON, "-c", script, data.to_str().unwrap()]));
+    let (p3, out) = run_ok(&mut cg.command(&[PYTHON, "-c", script, data.to_str().unwrap()]));
     let printed = String::from_utf8_lossy(&out.stdout);
     let fds: Vec<i64> = printed
         .split_whitespace()
@@ -200,7 +179,7 @@ fn trace_exec_reports_long_bash_argv_exactly() {
     ];
     let total: usize = argv.iter().map(|a| a.len() + 1).sum();
     assert!(total > 2048, "argv is only {total} bytes");
-    let (p, _) = run(&mut cg.command(&argv));
+    let (p, _) = run_ok(&mut cg.command(&argv));
     let e = d.wait_for("exec of bash", WAIT, |e| is_exec(e, p) && e["ret"] == 0);
     let want: Vec<Value> = argv.iter().map(|a| Value::from(*a)).collect();
     assert_eq!(
@@ -276,7 +255,7 @@ fn trace_connects_over_tcp_udp_ipv4_ipv6_with_results() {
     let ports = [t4.addr(), t6.addr(), u4.addr(), u6.addr(), refused].map(|a| a.port().to_string());
     let mut argv = vec![PYTHON.to_string(), "-c".into(), CONNECTS.into()];
     argv.extend(ports.iter().cloned());
-    let (p, out) = run(&mut cg.command(&argv));
+    let (p, out) = run_ok(&mut cg.command(&argv));
     let results: Value = serde_json::from_slice(&out.stdout).expect("python's JSON");
     let cases = [
         ("tcp4", t4.addr(), "tcp"),
@@ -340,12 +319,12 @@ fn trace_ignores_processes_outside_the_subtree() {
     std::fs::write(&sync, "x").unwrap();
     let d = trace(&cg);
     // The same command, outside: in the test's own cgroup and in a sibling.
-    run(Command::new("cat").arg(&marker));
-    run(&mut sibling.command(&["cat", marker.to_str().unwrap()]));
-    run(Command::new("/bin/bash")
+    run_ok(Command::new("cat").arg(&marker));
+    run_ok(&mut sibling.command(&["cat", marker.to_str().unwrap()]));
+    run_ok(Command::new("/bin/bash")
         .args(["-c", &format!("cat {} >/dev/null; true", marker.display())]));
     // Then one inside: once its event is out, anything from before is too.
-    let (p, _) = run(&mut cg.command(&["cat", sync.to_str().unwrap()]));
+    let (p, _) = run_ok(&mut cg.command(&["cat", sync.to_str().unwrap()]));
     d.wait_for("the sync point's open", WAIT, |e| {
         is_open(e, p, sync.to_str().unwrap())
     });
@@ -374,14 +353,14 @@ fn trace_includes_processes_in_nested_child_cgroups() {
     let dir = files();
     let file = dir.path().join("data/file.txt");
     let d = trace(&cg);
-    let (p, _) = run(inner
+    let (p, _) = run_ok(inner
         .command(&["cat", "data/file.txt"])
         .current_dir(dir.path()));
     let e = d.wait_for("open in a grandchild cgroup", WAIT, |e| {
         is_open(e, p, "data/file.txt")
     });
     assert_open_of(&e, p, &inner, &file);
-    let (p, _) = run(scope.command(&["cat", "link"]).current_dir(dir.path()));
+    let (p, _) = run_ok(scope.command(&["cat", "link"]).current_dir(dir.path()));
     let e = d.wait_for("open in a child cgroup", WAIT, |e| is_open(e, p, "link"));
     assert_open_of(&e, p, &scope, &file);
     d.stop();
@@ -437,7 +416,7 @@ fn trace_reports_the_uid_of_an_unprivileged_agent() {
     let cg = Cgroup::new();
     let d = trace(&cg);
     let readme = project.dir.join("README.md");
-    let (p, _) = run(user
+    let (p, _) = run_ok(user
         .command(&cg, &["cat", "README.md"])
         .current_dir(&project.dir));
     let e = d.wait_for("the agent user's open", WAIT, |e| {
@@ -474,7 +453,7 @@ fn trace_accepts_every_cgroup_form() {
     ];
     for (what, form) in forms {
         let d = Daemon::start(&["trace", "--cgroup", &form, "--json"]);
-        let (p, _) = run(cg.command(&["cat", "link"]).current_dir(dir.path()));
+        let (p, _) = run_ok(cg.command(&["cat", "link"]).current_dir(dir.path()));
         d.wait_for(
             &format!("an open, with --cgroup as {what} ({form})"),
             WAIT,
@@ -563,15 +542,9 @@ fn trace_sigterm_exits_zero_and_reports_lost_events() {
     let d = trace(&cg);
     // READY=1 comes first; the line on stderr says the same to a person.
     d.wait_for_stderr("ready", Duration::from_secs(5));
-    let (p, _) = run(&mut cg.command(&["true"]));
+    let (p, _) = run_ok(&mut cg.command(&["true"]));
     d.wait_for("exec of true", WAIT, |e| is_exec(e, p));
-    let f = d.stop();
-    assert_eq!(
-        f.status.code(),
-        Some(0),
-        "exit after SIGTERM; stderr:\n{}",
-        f.stderr
-    );
+    let f = d.stop_ok();
     assert!(
         f.stderr.to_lowercase().contains("lost"),
         "stderr should report lost-event counts:\n{}",
