@@ -18,3 +18,5 @@ pub mod report;
 pub mod session;
 pub mod sinks;
 pub mod source;
+#[cfg(test)]
+pub(crate) mod testkit;

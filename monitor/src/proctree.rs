@@ -391,20 +391,13 @@ impl ProcTree {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::model::{Exec, Exit, Fork, ProcSnapshot, Task};
+    use crate::event::model::{Exit, Fork, ProcSnapshot};
+    use crate::testkit::{self, task};
 
     fn ev(t: u64, pid: u32, ppid: u32, kind: EventKind) -> Event {
         Event {
             time_ns: t,
-            task: Task {
-                pid,
-                tid: pid,
-                ppid,
-                uid: 1000,
-                gid: 1000,
-                comm: "x".into(),
-                cgroup_id: 7,
-            },
+            task: task(pid, ppid, "x", 7),
             kind,
         }
     }
@@ -412,20 +405,7 @@ mod tests {
         ev(t, parent, 1, EventKind::Fork(Fork { child_pid: child }))
     }
     fn exec(t: u64, pid: u32, ppid: u32, exe: &str, argv: &[&str]) -> Event {
-        ev(
-            t,
-            pid,
-            ppid,
-            EventKind::Exec(Exec {
-                ret: 0,
-                filename: exe.into(),
-                exe: Some(exe.into()),
-                argv: argv.iter().map(|s| s.to_string()).collect(),
-                argv_truncated: false,
-                dev: 0,
-                ino: 0,
-            }),
-        )
+        ev(t, pid, ppid, testkit::exec(exe, argv, 0, 0))
     }
 
     #[test]

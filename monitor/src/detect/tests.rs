@@ -4,8 +4,9 @@
 use std::net::IpAddr;
 
 use super::*;
-use crate::event::model::{Dns, Exec, Exit, Fork, Open, OpenSyscall, Protocol, Task};
+use crate::event::model::{Dns, Exit, Fork, Open, OpenSyscall, Protocol};
 use crate::host::{FileFact, User};
+use crate::testkit::{self, task};
 
 const S: u64 = 1_000_000_000;
 const T0: u64 = 1_780_000_000 * S;
@@ -73,15 +74,7 @@ impl W {
         self.t += 1_000_000; // 1 ms apart
         Event {
             time_ns: self.t,
-            task: Task {
-                pid,
-                tid: pid,
-                ppid,
-                uid: 1000,
-                gid: 1000,
-                comm: comm.into(),
-                cgroup_id: 77,
-            },
+            task: task(pid, ppid, comm, 77),
             kind,
         }
     }
@@ -104,20 +97,7 @@ impl W {
             .chars()
             .take(15)
             .collect::<String>();
-        self.ev(
-            pid,
-            ppid,
-            &comm,
-            EventKind::Exec(Exec {
-                ret: 0,
-                filename: exe.into(),
-                exe: Some(exe.into()),
-                argv: argv.iter().map(|s| s.to_string()).collect(),
-                argv_truncated: false,
-                dev,
-                ino,
-            }),
-        )
+        self.ev(pid, ppid, &comm, testkit::exec(exe, argv, dev, ino))
     }
     fn fork(&mut self, parent: u32, child: u32) -> Event {
         self.ev(parent, 1, "p", EventKind::Fork(Fork { child_pid: child }))

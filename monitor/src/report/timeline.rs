@@ -453,31 +453,7 @@ fn dns_summary(payload: &[u8]) -> String {
 mod tests {
     use super::*;
     use crate::event::model::{Connect, Exec, Exit, Fork, OpenSyscall};
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-    impl Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    fn task(pid: u32, ppid: u32, comm: &str) -> Task {
-        Task {
-            pid,
-            tid: pid,
-            ppid,
-            uid: 1000,
-            gid: 1000,
-            comm: comm.into(),
-            cgroup_id: 42,
-        }
-    }
+    use crate::testkit::{task, SharedBuf};
 
     fn ev(ms: u64, t: Task, kind: EventKind) -> Event {
         Event {
@@ -511,7 +487,7 @@ mod tests {
 
     #[test]
     fn tells_who_ran_what_which_files_which_hosts_with_alerts_marked() {
-        let buf = Buf::default();
+        let buf = SharedBuf::default();
         let mut t = Timeline::new(buf.clone(), true);
         let open = |path: &str| {
             EventKind::Open(Open {
@@ -532,12 +508,12 @@ mod tests {
         let evs = [
             ev(
                 0,
-                task(10, 1, "node"),
+                task(10, 1, "node", 42),
                 EventKind::Fork(Fork { child_pid: 11 }),
             ),
             ev(
                 1,
-                task(11, 10, "bash"),
+                task(11, 10, "bash", 42),
                 EventKind::Exec(Exec {
                     ret: 0,
                     filename: "/bin/bash".into(),
@@ -554,20 +530,20 @@ mod tests {
             ),
             ev(
                 2,
-                task(11, 10, "bash"),
+                task(11, 10, "bash", 42),
                 EventKind::Fork(Fork { child_pid: 12 }),
             ),
-            ev(3, task(12, 11, "cat"), open("/home/u/.aws/credentials")),
+            ev(3, task(12, 11, "cat", 42), open("/home/u/.aws/credentials")),
             ev(
                 4,
-                task(0, 0, ""),
+                task(0, 0, "", 42),
                 EventKind::Dns(crate::event::model::Dns {
                     payload: dns_answer("x.example", Ipv4Addr::new(203, 0, 113, 5)),
                 }),
             ),
             ev(
                 5,
-                task(11, 10, "curl"),
+                task(11, 10, "curl", 42),
                 EventKind::Connect(Connect {
                     ret: -115,
                     daddr: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 5)),
@@ -578,7 +554,7 @@ mod tests {
             ),
             ev(
                 6,
-                task(12, 11, "cat"),
+                task(12, 11, "cat", 42),
                 EventKind::Exit(Exit { exit_code: 0 }),
             ),
         ];

@@ -309,7 +309,7 @@ fn send_fd(sock: &UnixDatagram, path: &Path, fd: i32) -> io::Result<()> {
 mod tests {
     use super::*;
     use crate::sinks::json::test_alert;
-    use std::sync::{Arc, Mutex};
+    use crate::testkit::SharedBuf;
 
     fn get<'a>(f: &'a [(String, Vec<u8>)], k: &str) -> Option<&'a str> {
         f.iter()
@@ -388,24 +388,12 @@ mod tests {
         assert_eq!(get(&f, "PRIORITY"), Some("3"), "test alert severity");
     }
 
-    #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
-    impl Write for Shared {
-        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
     #[test]
     fn entries_arrive_on_the_socket_small_and_big() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("socket");
         let rx = UnixDatagram::bind(&path).unwrap();
-        let warn = Shared::default();
+        let warn = SharedBuf::default();
         let mut s = JournaldSink::with_socket(&path, Box::new(warn.clone()));
         s.alert(&test_alert());
         let mut buf = vec![0u8; 65536];
@@ -455,7 +443,7 @@ mod tests {
     #[test]
     fn no_journald_is_said_once() {
         let dir = tempfile::tempdir().unwrap();
-        let warn = Shared::default();
+        let warn = SharedBuf::default();
         let mut s = JournaldSink::with_socket(dir.path().join("absent"), Box::new(warn.clone()));
         for _ in 0..3 {
             s.alert(&test_alert());

@@ -9,6 +9,7 @@ use crate::event::model::{EventKind, Open, OpenSyscall, Task};
 use crate::session::tests::header;
 use crate::session::{exit, Integrity};
 use crate::sinks::recorder::Recorder;
+use crate::testkit::{self, task, SharedBuf};
 
 /// A toy engine with state, so the test is about the plumbing, not the
 /// rules: alerts on reads of paths containing "secret", counting them.
@@ -54,24 +55,10 @@ fn open(i: u64, path: &str) -> Event {
     }
 }
 
-use std::io::Write;
-
-#[derive(Clone, Default)]
-struct Shared(Arc<Mutex<Vec<u8>>>);
-impl Write for Shared {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-impl crate::session::writer::SessionOutput for Shared {}
 
 /// Record a "live" run through the real recorder and pipeline.
 fn record_live(events: &[Event], compress: bool) -> Vec<u8> {
-    let out = Shared::default();
+    let out = SharedBuf::default();
     let rec = Recorder::with_output(
         out.clone(),
         Path::new("live"),
@@ -113,7 +100,7 @@ fn replay_bytes(bytes: Vec<u8>, outputs: Vec<Box<dyn Sink>>, filter: &Filter) ->
 fn replay_with_the_recorded_setup_reproduces_the_recorded_alerts_exactly() {
     for compress in [false, true] {
         let bytes = record_live(&live_events(), compress);
-        let out = Shared::default();
+        let out = SharedBuf::default();
         let r = replay_bytes(
             bytes,
             vec![Box::new(JsonSink::new(out.clone()))],
@@ -249,7 +236,7 @@ fn a_recorded_alert_belongs_to_its_event_even_when_that_event_was_skipped() {
 #[test]
 fn filters_narrow_the_output_but_not_what_the_engine_sees() {
     let bytes = record_live(&live_events(), false);
-    let out = Shared::default();
+    let out = SharedBuf::default();
     let f = Filter {
         pid: Some(100),
         ..Filter::default()
@@ -271,7 +258,7 @@ fn filters_narrow_the_output_but_not_what_the_engine_sees() {
 /// the host facts as JSON: replay must give back exactly what live gave.
 #[test]
 fn real_engine_replay_reproduces_the_live_alerts() {
-    use crate::event::model::{Connect, Exec, Fork, Protocol};
+    use crate::event::model::{Connect, Fork, Protocol};
     use crate::host::User;
     use std::net::IpAddr;
 
@@ -296,29 +283,11 @@ fn real_engine_replay_reproduces_the_live_alerts() {
         t += 1_000_000;
         Event {
             time_ns: t,
-            task: Task {
-                pid,
-                tid: pid,
-                ppid,
-                uid: 1000,
-                gid: 1000,
-                comm: comm.into(),
-                cgroup_id: 77,
-            },
+            task: task(pid, ppid, comm, 77),
             kind,
         }
     };
-    let exec = |exe: &str, argv: &[&str]| {
-        EventKind::Exec(Exec {
-            ret: 0,
-            filename: exe.into(),
-            exe: Some(exe.into()),
-            argv: argv.iter().map(|s| s.to_string()).collect(),
-            argv_truncated: false,
-            dev: 0,
-            ino: 0,
-        })
-    };
+    let exec = |exe: &str, argv: &[&str]| testkit::exec(exe, argv, 0, 0);
     let mut secret = open(0, "/home/agent/.aws/credentials");
     let EventKind::Open(o) = &mut secret.kind else {
         unreachable!()
@@ -369,7 +338,7 @@ fn real_engine_replay_reproduces_the_live_alerts() {
     events.push(late);
 
     // Live.
-    let out = Shared::default();
+    let out = SharedBuf::default();
     let rec = Recorder::with_output(
         out.clone(),
         Path::new("live"),
@@ -457,7 +426,7 @@ fn cgroup_names_learned_during_the_run_are_replayed() {
     let mut h = header();
     h.policy = crate::policy::show(&Policy::default_policy());
     h.host_facts = serde_json::to_value(&facts).unwrap();
-    let out = Shared::default();
+    let out = SharedBuf::default();
     let rec = Recorder::with_output(
         out.clone(),
         Path::new("live"),
