@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::net::UnixDatagram;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -98,17 +98,7 @@ impl Daemon {
         let sock = UnixDatagram::bind(&sock_path).expect("bind the notify socket");
         sock.set_read_timeout(Some(Duration::from_millis(50)))
             .expect("set a read timeout");
-        cmd.env("NOTIFY_SOCKET", &sock_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let started = Instant::now();
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()));
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let readers = spawn_readers(&mut child, &lines, &stderr);
+        let (started, child, lines, stderr, readers) = spawn_notified(&mut cmd, &sock_path);
         let mut d = Daemon {
             child: Some(child),
             args: args.iter().map(|s| s.to_string()).collect(),
@@ -159,17 +149,7 @@ impl Daemon {
         set_mode(&sock_path, 0o777);
         sock.set_nonblocking(true)
             .expect("non-blocking notify socket");
-        cmd.env("NOTIFY_SOCKET", &sock_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let started = Instant::now();
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()));
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let readers = spawn_readers(&mut child, &lines, &stderr);
+        let (started, mut child, lines, stderr, readers) = spawn_notified(&mut cmd, &sock_path);
         let status = loop {
             if let Some(s) = child.try_wait().expect("wait for agentwatch") {
                 break s;
@@ -332,6 +312,33 @@ impl Drop for Daemon {
             let _ = c.wait();
         }
     }
+}
+
+/// The parts of a spawned daemon: when it started, the child, its stdout
+/// lines and stderr as the reader threads collect them, and those threads.
+type Spawned = (
+    Instant,
+    Child,
+    Arc<Mutex<Vec<String>>>,
+    Arc<Mutex<String>>,
+    Vec<JoinHandle<()>>,
+);
+
+/// Spawn `cmd` (stdin from /dev/null) with NOTIFY_SOCKET at `sock_path`,
+/// its output collected in the background.
+fn spawn_notified(cmd: &mut Command, sock_path: &Path) -> Spawned {
+    cmd.env("NOTIFY_SOCKET", sock_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()));
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let readers = spawn_readers(&mut child, &lines, &stderr);
+    (started, child, lines, stderr, readers)
 }
 
 fn spawn_readers(
