@@ -222,16 +222,7 @@ fn lex(src: &str, out: &mut Vec<Vec<Word>>, depth: usize) {
                             word.text.push_str(&t);
                             i = j;
                         }
-                        '`' => {
-                            let j = (i + 1..chars.len())
-                                .find(|&j| chars[j] == '`')
-                                .unwrap_or(chars.len());
-                            let inner: String = chars[i + 1..j].iter().collect();
-                            if depth < 8 {
-                                lex(&inner, out, depth + 1);
-                            }
-                            i = j + 1;
-                        }
+                        '`' => i = backquote(&chars, i, out, depth),
                         ch => {
                             word.text.push(ch);
                             i += 1;
@@ -247,15 +238,8 @@ fn lex(src: &str, out: &mut Vec<Vec<Word>>, depth: usize) {
                 i = j;
             }
             '`' => {
-                let j = (i + 1..chars.len())
-                    .find(|&j| chars[j] == '`')
-                    .unwrap_or(chars.len());
-                let inner: String = chars[i + 1..j].iter().collect();
-                if depth < 8 {
-                    lex(&inner, out, depth + 1);
-                }
                 in_word = true;
-                i = j + 1;
+                i = backquote(&chars, i, out, depth);
             }
             _ => {
                 in_word = true;
@@ -270,6 +254,19 @@ fn lex(src: &str, out: &mut Vec<Vec<Word>>, depth: usize) {
     if !cmd.is_empty() {
         out.push(cmd);
     }
+}
+
+/// A backquoted command substitution at `chars[i] == '`'`: lex its body as
+/// commands of their own; return the index after the closing backquote.
+fn backquote(chars: &[char], i: usize, out: &mut Vec<Vec<Word>>, depth: usize) -> usize {
+    let j = (i + 1..chars.len())
+        .find(|&j| chars[j] == '`')
+        .unwrap_or(chars.len());
+    let inner: String = chars[i + 1..j].iter().collect();
+    if depth < 8 {
+        lex(&inner, out, depth + 1);
+    }
+    j + 1
 }
 
 pub(super) fn is_assignment(w: &Word) -> bool {
