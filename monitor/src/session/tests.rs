@@ -334,6 +334,28 @@ fn valid_json_that_is_not_a_record_is_corrupt() {
 }
 
 #[test]
+fn a_line_with_two_record_kinds_is_corrupt_read_or_verified() {
+    let mut ls = lines(&session(5, false, true));
+    // A correctly chained line carrying both an event and a gap: the kind
+    // string smuggles the first payload key in before the second.
+    let prev = split_line(ls[1].strip_suffix(b"\n").unwrap()).unwrap().1;
+    let both = format!("event\":{},\"gap", serde_json::to_string(&event(1)).unwrap());
+    let mut buf = Vec::new();
+    encode_line(&mut buf, 2, &both, &Gap::default(), &prev).unwrap();
+    ls[2] = buf;
+    let bytes = join(&ls, false);
+    let problems = [read(bytes.clone()).unwrap().verdict, verify(bytes)];
+    for v in &problems {
+        let p = &v.problems[0];
+        assert_eq!(p.line, 3, "{p}");
+        assert!(
+            matches!(&p.kind, ProblemKind::Corrupt { reason } if reason.contains("more than one record kind")),
+            "{p}"
+        );
+    }
+}
+
+#[test]
 fn truncated_mid_line_keeps_every_complete_record() {
     let full = session(30, false, true);
     let ls = lines(&full);

@@ -38,6 +38,18 @@ fn lexer_splits_and_unquotes() {
 }
 
 #[test]
+fn backquotes_in_and_out_of_double_quotes_are_commands_of_their_own() {
+    let c = simple_commands(r#"echo "a `export -p` b" `declare -x`"#);
+    let texts: Vec<Vec<&str>> = c
+        .iter()
+        .map(|c| c.iter().map(|w| w.text.as_str()).collect())
+        .collect();
+    assert!(texts.contains(&vec!["export", "-p"]), "{texts:?}");
+    assert!(texts.contains(&vec!["declare", "-x"]), "{texts:?}");
+    assert!(shell_dump("echo \"`export -p`\"", &secretish).is_some());
+}
+
+#[test]
 fn shell_dump_table() {
     let positive = [
         "export -p",
