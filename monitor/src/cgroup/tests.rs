@@ -360,8 +360,8 @@ fn names_round_trip_as_a_map_and_replay_never_walks() {
 fn host_cgroup2_root() {
     let root = cgroup2_mount_from_host()
         .unwrap_or_else(|e| panic!("this machine kind has cgroup2 mounted: {e}"));
-    let r = resolve(&root, "/")
-        .unwrap_or_else(|e| panic!("resolving / under {}: {e}", root.display()));
+    let r =
+        resolve(&root, "/").unwrap_or_else(|e| panic!("resolving / under {}: {e}", root.display()));
     assert_eq!(r.level, 0);
     assert_eq!(r.rel_path, "/");
     eprintln!("cgroup2 at {}, root id {}", root.display(), r.id);

@@ -158,4 +158,3 @@ pub struct AllowFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
 }
-

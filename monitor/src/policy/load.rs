@@ -7,9 +7,9 @@ use std::str::FromStr;
 use serde_spanned::Spanned;
 
 use super::{
-    rule_list, Allowance, DestPattern, EgressFile, EgressSpec, EnvFile, EnvSpec,
-    PathPattern, Policy, PolicyError, PolicyFile, RuleFile, RuleId, RuleSettings, RulesFile,
-    SecretSpec, DEFAULT_POLICY, DEFAULT_POLICY_NAME, POLICY_VERSION,
+    rule_list, Allowance, DestPattern, EgressFile, EgressSpec, EnvFile, EnvSpec, PathPattern,
+    Policy, PolicyError, PolicyFile, RuleFile, RuleId, RuleSettings, RulesFile, SecretSpec,
+    DEFAULT_POLICY, DEFAULT_POLICY_NAME, POLICY_VERSION,
 };
 use crate::detect::alert::Severity;
 
@@ -466,4 +466,3 @@ pub(super) fn compile(merged: PolicyFile) -> Policy {
         merged,
     }
 }
-

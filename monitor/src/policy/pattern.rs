@@ -282,4 +282,3 @@ impl fmt::Display for DestPattern {
         }
     }
 }
-

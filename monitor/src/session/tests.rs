@@ -339,7 +339,10 @@ fn a_line_with_two_record_kinds_is_corrupt_read_or_verified() {
     // A correctly chained line carrying both an event and a gap: the kind
     // string smuggles the first payload key in before the second.
     let prev = split_line(ls[1].strip_suffix(b"\n").unwrap()).unwrap().1;
-    let both = format!("event\":{},\"gap", serde_json::to_string(&event(1)).unwrap());
+    let both = format!(
+        "event\":{},\"gap",
+        serde_json::to_string(&event(1)).unwrap()
+    );
     let mut buf = Vec::new();
     encode_line(&mut buf, 2, &both, &Gap::default(), &prev).unwrap();
     ls[2] = buf;

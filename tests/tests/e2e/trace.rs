@@ -95,9 +95,10 @@ fn trace_open_through_relative_path_symlink_and_dirfd_is_resolved() {
     let d = trace(&cg);
 
     // A relative path with `..`, from the cwd.
-    let (p1, _) = run_ok(cg
-        .command(&["cat", "data/../data/file.txt"])
-        .current_dir(dir.path()));
+    let (p1, _) = run_ok(
+        cg.command(&["cat", "data/../data/file.txt"])
+            .current_dir(dir.path()),
+    );
     let e = d.wait_for("open of data/../data/file.txt by cat", WAIT, |e| {
         is_open(e, p1, "data/../data/file.txt")
     });
@@ -321,8 +322,10 @@ fn trace_ignores_processes_outside_the_subtree() {
     // The same command, outside: in the test's own cgroup and in a sibling.
     run_ok(Command::new("cat").arg(&marker));
     run_ok(&mut sibling.command(&["cat", marker.to_str().unwrap()]));
-    run_ok(Command::new("/bin/bash")
-        .args(["-c", &format!("cat {} >/dev/null; true", marker.display())]));
+    run_ok(
+        Command::new("/bin/bash")
+            .args(["-c", &format!("cat {} >/dev/null; true", marker.display())]),
+    );
     // Then one inside: once its event is out, anything from before is too.
     let (p, _) = run_ok(&mut cg.command(&["cat", sync.to_str().unwrap()]));
     d.wait_for("the sync point's open", WAIT, |e| {
@@ -353,9 +356,11 @@ fn trace_includes_processes_in_nested_child_cgroups() {
     let dir = files();
     let file = dir.path().join("data/file.txt");
     let d = trace(&cg);
-    let (p, _) = run_ok(inner
-        .command(&["cat", "data/file.txt"])
-        .current_dir(dir.path()));
+    let (p, _) = run_ok(
+        inner
+            .command(&["cat", "data/file.txt"])
+            .current_dir(dir.path()),
+    );
     let e = d.wait_for("open in a grandchild cgroup", WAIT, |e| {
         is_open(e, p, "data/file.txt")
     });
@@ -416,9 +421,10 @@ fn trace_reports_the_uid_of_an_unprivileged_agent() {
     let cg = Cgroup::new();
     let d = trace(&cg);
     let readme = project.dir.join("README.md");
-    let (p, _) = run_ok(user
-        .command(&cg, &["cat", "README.md"])
-        .current_dir(&project.dir));
+    let (p, _) = run_ok(
+        user.command(&cg, &["cat", "README.md"])
+            .current_dir(&project.dir),
+    );
     let e = d.wait_for("the agent user's open", WAIT, |e| {
         is_open(e, p, "README.md")
     });

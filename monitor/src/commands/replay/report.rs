@@ -326,4 +326,3 @@ pub fn summary(path: &Path, r: &ReplayReport, policy: Option<&Path>) -> String {
     }
     s
 }
-

@@ -55,7 +55,6 @@ fn open(i: u64, path: &str) -> Event {
     }
 }
 
-
 /// Record a "live" run through the real recorder and pipeline.
 fn record_live(events: &[Event], compress: bool) -> Vec<u8> {
     let out = SharedBuf::default();

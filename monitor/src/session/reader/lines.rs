@@ -4,9 +4,9 @@
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
-use crate::session::format::{Footer, Gap, Header, WatchedCgroup};
 use crate::detect::alert::Alert;
 use crate::event::model::Event;
+use crate::session::format::{Footer, Gap, Header, WatchedCgroup};
 
 // The record line as read: exactly one payload key is set. Unknown keys
 // (newer minor versions, and `hash`) are ignored by serde.

@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
-use crate::session::format::{Counts, Footer, HashHex, Record};
 use crate::session::exit;
+use crate::session::format::{Counts, Footer, HashHex, Record};
 
 /// How intact a session is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

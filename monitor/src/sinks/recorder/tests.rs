@@ -59,8 +59,7 @@ fn header() -> Header {
 }
 
 fn read_all(bytes: Vec<u8>) -> (Vec<Record>, crate::session::Verdict) {
-    let mut r =
-        SessionReader::from_reader(Path::new("mem"), std::io::Cursor::new(bytes)).unwrap();
+    let mut r = SessionReader::from_reader(Path::new("mem"), std::io::Cursor::new(bytes)).unwrap();
     let mut recs = Vec::new();
     while let Some(e) = r.next_record().unwrap() {
         recs.push(e.record);

@@ -156,7 +156,11 @@ fn detection_egress_to_names_and_addresses_the_policy_does_not_allow_is_caught()
         "alerts for connects to the allowed name or loopback:\n{}",
         show(&quiet)
     );
-    assert_only_rule(&d, "unexpected-egress", "no secret was touched, so no other rule may fire");
+    assert_only_rule(
+        &d,
+        "unexpected-egress",
+        "no secret was touched, so no other rule may fire",
+    );
     for a in &checked {
         assert_in_journal(&j, &mark, a);
     }
