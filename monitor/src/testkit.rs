@@ -5,7 +5,7 @@
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 
-use crate::event::model::{EventKind, Exec, Task};
+use crate::event::model::{EventKind, Exec, Open, OpenSyscall, Task};
 use crate::session::writer::SessionOutput;
 
 /// A task of uid and gid 1000 that is its own thread (`tid == pid`).
@@ -31,6 +31,25 @@ pub(crate) fn exec(exe: &str, argv: &[&str], dev: u64, ino: u64) -> EventKind {
         argv_truncated: false,
         dev,
         ino,
+    })
+}
+
+/// A successful read-only `openat` of `path` relative to the working
+/// directory, resolved to the same path.
+pub(crate) fn open(path: &str, dev: u64, ino: u64) -> EventKind {
+    EventKind::Open(Open {
+        syscall: OpenSyscall::Openat,
+        ret: 3,
+        flags: 0,
+        mode: 0,
+        dfd: -100,
+        requested: path.into(),
+        path: Some(path.into()),
+        dev,
+        ino,
+        path_truncated: false,
+        requested_truncated: false,
+        unlinked: false,
     })
 }
 

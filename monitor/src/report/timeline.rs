@@ -452,8 +452,8 @@ fn dns_summary(payload: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::model::{Connect, Exec, Exit, Fork, OpenSyscall};
-    use crate::testkit::{task, SharedBuf};
+    use crate::event::model::{Connect, Exec, Exit, Fork};
+    use crate::testkit::{self, task, SharedBuf};
 
     fn ev(ms: u64, t: Task, kind: EventKind) -> Event {
         Event {
@@ -489,22 +489,7 @@ mod tests {
     fn tells_who_ran_what_which_files_which_hosts_with_alerts_marked() {
         let buf = SharedBuf::default();
         let mut t = Timeline::new(buf.clone(), true);
-        let open = |path: &str| {
-            EventKind::Open(Open {
-                syscall: OpenSyscall::Openat,
-                ret: 3,
-                flags: 0,
-                mode: 0,
-                dfd: -100,
-                requested: path.into(),
-                path: Some(path.into()),
-                dev: 1,
-                ino: 2,
-                path_truncated: false,
-                requested_truncated: false,
-                unlinked: false,
-            })
-        };
+        let open = |path: &str| testkit::open(path, 1, 2);
         let evs = [
             ev(
                 0,

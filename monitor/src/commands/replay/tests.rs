@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::event::model::Event;
-use crate::event::model::{EventKind, Open, OpenSyscall, Task};
+use crate::event::model::{EventKind, Task};
 use crate::session::tests::header;
 use crate::session::{exit, Integrity};
 use crate::sinks::recorder::Recorder;
@@ -38,20 +38,7 @@ fn open(i: u64, path: &str) -> Event {
             comm: "cat".into(),
             ..Task::default()
         },
-        kind: EventKind::Open(Open {
-            syscall: OpenSyscall::Openat,
-            ret: 3,
-            flags: 0,
-            mode: 0,
-            dfd: -100,
-            requested: path.into(),
-            path: Some(path.into()),
-            dev: 0,
-            ino: 0,
-            path_truncated: false,
-            requested_truncated: false,
-            unlinked: false,
-        }),
+        kind: testkit::open(path, 0, 0),
     }
 }
 
