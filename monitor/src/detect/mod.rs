@@ -7,7 +7,7 @@
 //! session) and a [`CgroupLookup`]; time is the events' own, never the wall
 //! clock, so replaying a session reproduces its alerts.
 //!
-//! Rules (stable ids): `secret-read` ([`secrets`]), `env-dump` ([`env`]),
+//! Rules (stable ids): `secret-read` ([`secrets`]), `env-dump` ([`env`](mod@env)),
 //! `unexpected-egress` ([`egress`]), `exfiltration` ([`exfil`]); repeats are
 //! folded by [`dedup`].
 

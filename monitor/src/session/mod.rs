@@ -1,4 +1,4 @@
-//! Recorded sessions: the file format ([`format`]), writing ([`writer`], used
+//! Recorded sessions: the file format ([`format`](mod@format)), writing ([`writer`], used
 //! by the recorder sink), reading and verifying ([`reader`], used by replay,
 //! `verify` and `sessions`), and the directory they live in ([`store`]:
 //! naming, permissions, listing, retention).

@@ -5,7 +5,7 @@
 //! With the recorded policy (the default) the engine gets the recorded
 //! policy, host facts and cgroup names, so it must raise exactly the
 //! recorded alerts; replay checks that and says where it differs (exit code
-//! [`exit::REPLAY_DIFFERS`]). With `--policy NEW` it shows what that policy
+//! [`exit::REPLAY_DIFFERS`](crate::session::exit::REPLAY_DIFFERS)). With `--policy NEW` it shows what that policy
 //! would have raised and how that differs from the recording.
 //!
 //! stdout carries only the alerts (or the timeline); the summary, damage and

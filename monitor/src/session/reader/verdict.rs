@@ -20,7 +20,7 @@ pub enum Integrity {
 }
 
 impl Integrity {
-    /// The process exit code for this outcome (see [`super::exit`]).
+    /// The process exit code for this outcome (see [`crate::session::exit`]).
     pub fn exit_code(self) -> u8 {
         match self {
             Integrity::Intact => exit::OK,

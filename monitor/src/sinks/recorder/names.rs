@@ -11,7 +11,7 @@ use crate::detect::CgroupLookup;
 use crate::session::format::WatchedCgroup;
 
 /// A [`CgroupLookup`] that records the names it learns (see
-/// [`Recorder::recording_names`]). The lookup happens on the pipeline thread
+/// [`Recorder::recording_names`](super::Recorder::recording_names)). The lookup happens on the pipeline thread
 /// while the engine handles an event, after the recorder queued that event
 /// and before its alerts, so the name lands between them in the file.
 pub struct RecordedNames<L: CgroupLookup> {
