@@ -88,7 +88,7 @@ impl IpNet {
             .parse()
             .map_err(|_| format!("`{a}` is not an IP address"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match p {
+        let mut prefix = match p {
             None => max,
             Some(p) => {
                 let n: u8 = p
@@ -99,6 +99,21 @@ impl IpNet {
                 }
                 n
             }
+        };
+        // `contains` compares IPv4-mapped IPv6 addresses as IPv4, so an entry
+        // written as one (`::ffff:10.0.0.0/104`) is stored as IPv4 too.
+        let mapped = canonical_ip(addr);
+        let addr = if mapped.is_ipv4() && addr.is_ipv6() {
+            if prefix < 96 {
+                return Err(format!(
+                    "prefix length {prefix} of the IPv4-mapped address `{a}` reaches outside \
+                     ::ffff:0:0/96; write the IPv4 network instead"
+                ));
+            }
+            prefix -= 96;
+            mapped
+        } else {
+            addr
         };
         Ok(IpNet {
             addr: mask(addr, prefix),

@@ -389,6 +389,19 @@ fn cidrs_contain() {
 }
 
 #[test]
+fn an_ipv4_mapped_entry_matches_like_its_ipv4_address() {
+    let one = IpNet::parse("::ffff:1.2.3.4").unwrap();
+    assert!(one.contains("1.2.3.4".parse().unwrap()));
+    assert!(one.contains("::ffff:1.2.3.4".parse().unwrap()));
+    assert!(!one.contains("1.2.3.5".parse().unwrap()));
+    let net = IpNet::parse("::ffff:10.0.0.0/104").unwrap();
+    assert_eq!(net, IpNet::parse("10.0.0.0/8").unwrap());
+    assert!(net.contains("10.9.9.9".parse().unwrap()));
+    let err = IpNet::parse("::ffff:10.0.0.0/80").unwrap_err();
+    assert!(err.contains("IPv4-mapped"), "{err}");
+}
+
+#[test]
 fn path_patterns() {
     assert_eq!(
         PathPattern::parse("~/.aws/credentials").unwrap(),
