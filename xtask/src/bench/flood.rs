@@ -283,7 +283,21 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         thousands(best),
         if all_exact { "yes" } else { "NO" }
     );
+    // Peak memory under load (not the stall step, whose recorder queue
+    // fills by construction).
+    let peak = main
+        .iter()
+        .filter(|s| !s.label.contains("stopped"))
+        .map(|s| s.summary.hwm_kib)
+        .max()
+        .unwrap_or(0) as f64
+        / 1024.0;
     let goals = vec![
+        (
+            "peak RSS < 64 MiB during the floods".to_string(),
+            Some(peak < 64.0),
+            format!("{peak:.1} MiB"),
+        ),
         (
             format!(
                 "zero loss at 200,000 events/s for {:.0} s",

@@ -224,7 +224,7 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     );
     let goals = vec![
         (
-            format!("peak RSS < {RSS_GOAL_MIB:.0} MiB"),
+            format!("peak RSS < {RSS_GOAL_MIB:.0} MiB over the churn"),
             Some(mib(summary.hwm_kib) < RSS_GOAL_MIB),
             format!("{:.1} MiB", mib(summary.hwm_kib)),
         ),
