@@ -14,6 +14,7 @@ use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
     macros::tracepoint,
     programs::TracePointContext,
+    EbpfContext,
 };
 use monitor_common::{ConnectRecord, EventKind};
 
@@ -28,8 +29,9 @@ const AF_INET6: u16 = 10;
 
 #[inline(always)]
 fn arg(ctx: &TracePointContext, offset: usize) -> u64 {
-    // SAFETY: offsets from the tracepoint formats above.
-    unsafe { ctx.read_at::<u64>(offset) }.unwrap_or(0)
+    // SAFETY: offsets from the tracepoint formats above, 8-byte aligned
+    // and inside the record: a direct context load, no helper call.
+    unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const u8).add(offset) as *const u64) }
 }
 
 #[tracepoint]
@@ -111,7 +113,6 @@ fn try_exit(ret: i64, saved: &Inflight) -> Result<(), i32> {
             (*sc).ev.as_ptr(),
             core::mem::size_of::<ConnectRecord>(),
             EventKind::Connect,
-            false,
         );
     }
     Ok(())

@@ -93,12 +93,7 @@ fn try_dns(ctx: &SkBuffContext) -> Result<(), i64> {
             return Ok(());
         }
         rec.len = len;
-        output(
-            (*sc).buf.as_ptr(),
-            FIXED + len as usize,
-            EventKind::Dns,
-            false,
-        );
+        output((*sc).buf.as_ptr(), FIXED + len as usize, EventKind::Dns);
     }
     Ok(())
 }

@@ -20,6 +20,7 @@ use aya_ebpf::{
     },
     macros::tracepoint,
     programs::TracePointContext,
+    EbpfContext,
 };
 use monitor_common::{
     EventKind, ExecArgsRecord, ExecRecord, ARGC_MAX, ARGV_MAX, ARGV_TRUNCATED, PATH_MAX,
@@ -35,8 +36,9 @@ const ARG_CHUNK: u32 = 4096;
 
 #[inline(always)]
 fn arg(ctx: &TracePointContext, offset: usize) -> u64 {
-    // SAFETY: offsets from the tracepoint formats above.
-    unsafe { ctx.read_at::<u64>(offset) }.unwrap_or(0)
+    // SAFETY: offsets from the tracepoint formats above, 8-byte aligned
+    // and inside the record: a direct context load, no helper call.
+    unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const u8).add(offset) as *const u64) }
 }
 
 #[tracepoint]
@@ -93,7 +95,6 @@ fn try_enter(dfd: i32, filename: u64, argv: u64) -> Result<(), i32> {
             (*sc).ev.as_ptr(),
             (end & 16383) as usize,
             EventKind::ExecArgs,
-            false,
         );
     }
     Ok(())
@@ -199,7 +200,6 @@ fn try_exit(ret: i64) -> Result<(), i32> {
             (*sc).ev.as_ptr(),
             ((FIXED as u64 + exe_len) & 8191) as usize,
             EventKind::Exec,
-            false,
         );
     }
     Ok(())

@@ -58,11 +58,19 @@ impl Resolved {
 pub fn fd_file(task: u64, fd: u64) -> Result<u64, i32> {
     let files = kptr(task, off(|o| &o.task_files))?;
     let fdt = kptr(files, off(|o| &o.files_fdt))?;
-    let max = kread::<u32>(fdt, off(|o| &o.fdt_max_fds))? as u64;
+    let (max_off, fd_off) = (off(|o| &o.fdt_max_fds), off(|o| &o.fdt_fd));
+    // `struct fdtable` starts { unsigned int max_fds; struct file **fd; }:
+    // then one read gives both (offsets are load-time constants, so the
+    // verifier keeps only the branch taken).
+    let (max, arr) = if max_off == 0 && fd_off == 8 {
+        let b = kread::<[u64; 2]>(fdt, 0)?;
+        (b[0] & 0xffff_ffff, b[1])
+    } else {
+        (kread::<u32>(fdt, max_off)? as u64, kptr(fdt, fd_off)?)
+    };
     if fd >= max {
         return Err(-9);
     }
-    let arr = kptr(fdt, off(|o| &o.fdt_fd))?;
     let file = kptr(arr, fd * 8)?;
     if file == 0 {
         return Err(-9);
@@ -89,11 +97,19 @@ fn try_resolve_file(task: u64, file: u64) -> Result<Resolved, i32> {
     let dev = kread::<u32>(sb, off(|o| &o.sb_dev))? as u64;
     let nlink = kread::<u32>(inode, off(|o| &o.inode_nlink)).unwrap_or(1);
 
-    let vfsmnt = kptr(file, f_path + p_mnt)?;
-    let dentry = kptr(file, f_path + p_dentry)?;
     let fs = kptr(task, off(|o| &o.task_fs))?;
-    let root_vfsmnt = kptr(fs, off(|o| &o.fs_root) + p_mnt)?;
-    let root_dentry = kptr(fs, off(|o| &o.fs_root) + p_dentry)?;
+    let fs_root = off(|o| &o.fs_root);
+    // `struct path` is { vfsmount *mnt; dentry *dentry; }: one read each.
+    let ((vfsmnt, dentry), (root_vfsmnt, root_dentry)) = if p_mnt == 0 && p_dentry == 8 {
+        let f = kread::<[u64; 2]>(file, f_path)?;
+        let r = kread::<[u64; 2]>(fs, fs_root)?;
+        ((f[0], f[1]), (r[0], r[1]))
+    } else {
+        (
+            (kptr(file, f_path + p_mnt)?, kptr(file, f_path + p_dentry)?),
+            (kptr(fs, fs_root + p_mnt)?, kptr(fs, fs_root + p_dentry)?),
+        )
+    };
 
     let sc = scratch().ok_or(-12)?;
     // SAFETY: sc is this CPU's scratch value. The walk state is written and
@@ -212,13 +228,25 @@ unsafe fn step(sc: *mut Scratch, w: *mut WalkState) -> Result<u32, i32> {
         );
         return Ok(0);
     }
-    let parent = kptr(dentry, off(|o| &o.dentry_parent))?;
+    let d_parent = off(|o| &o.dentry_parent);
+    let d_name = off(|o| &o.dentry_name);
+    let q_len = off(|o| &o.qstr_len);
+    let q_name = off(|o| &o.qstr_name);
+    // On current kernels `d_name` (a qstr: hash u32, len u32, name pointer)
+    // directly follows `d_parent`: then one 24-byte read replaces three
+    // (each bpf_probe_read_kernel costs 40-55 ns here). The offsets are
+    // load-time constants, so the verifier drops the branch not taken.
+    let (parent, len, name) = if d_name == d_parent + 8 && q_len == 4 && q_name == 8 {
+        let b = kread::<[u64; 3]>(dentry, d_parent)?;
+        (b[0], b[1] >> 32, b[2])
+    } else {
+        let parent = kptr(dentry, d_parent)?;
+        let len = kread::<u32>(dentry, d_name + q_len)? as u64;
+        (parent, len, kptr(dentry, d_name + q_name)?)
+    };
     if parent == dentry || parent == 0 {
         return Ok(1);
     }
-    let d_name = off(|o| &o.dentry_name);
-    let len = kread::<u32>(dentry, d_name + off(|o| &o.qstr_len))? as u64;
-    let name = kptr(dentry, d_name + off(|o| &o.qstr_name))?;
     let len = if len > 255 { 255 } else { len };
     let pos = get!(pos);
     if pos < len + 1 || pos > PATH_END as u64 {

@@ -42,7 +42,6 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), i32> {
             (*sc).ev.as_ptr(),
             core::mem::size_of::<ForkRecord>(),
             EventKind::Fork,
-            false,
         );
     }
     Ok(())
@@ -75,7 +74,6 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i32> {
             (*sc).ev.as_ptr(),
             core::mem::size_of::<ExitRecord>(),
             EventKind::Exit,
-            false,
         );
     }
     Ok(())
