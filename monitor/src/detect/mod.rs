@@ -161,7 +161,7 @@ impl Engine {
             egress: EgressPolicy::new(&policy, &facts),
             exfil: Correlator::new(policy.exfil_window_ns),
             dedup: Dedup::new(policy.dedup_window_ns),
-            procs: ProcTree::new(policy.exfil_window_ns.max(300_000_000_000), 65_536),
+            procs: ProcTree::new(policy.exfil_window_ns.max(120_000_000_000), 65_536),
             dns: crate::dns::DnsMap::default(),
             allow,
             cgroups,

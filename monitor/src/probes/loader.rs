@@ -123,7 +123,7 @@ pub struct LoadOptions {
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
-            ring_bytes: 16 << 20,
+            ring_bytes: 8 << 20,
             wakeup_bytes: 256 << 10,
         }
     }
