@@ -16,6 +16,8 @@ use aya_ebpf::{
     },
     macros::map,
     maps::{LruHashMap, PerCpuArray, RingBuf},
+    programs::TracePointContext,
+    EbpfContext,
 };
 use monitor_common::{
     EventKind, Header, KernelOffsets, WatchedCgroup, COMM_LEN, KIND_SLOTS, MAX_WATCHED,
@@ -177,6 +179,17 @@ pub fn kread<T: Copy>(base: u64, offset: u64) -> Result<T, i32> {
 #[inline(always)]
 pub fn kptr(base: u64, offset: u64) -> Result<u64, i32> {
     kread::<u64>(base, offset)
+}
+
+/// Argument `offset` of a tracepoint record (`/sys/kernel/tracing/events/*/*/format`),
+/// read with a direct context load, which the verifier allows for
+/// tracepoints, instead of a `bpf_probe_read_kernel` helper call (~40 ns
+/// here) per argument.
+#[inline(always)]
+pub fn tp_arg(ctx: &TracePointContext, offset: usize) -> u64 {
+    // SAFETY: the callers' offsets come from the tracepoint formats noted
+    // next to each hook: 8-byte aligned and inside the record.
+    unsafe { read_volatile((ctx.as_ptr() as *const u8).add(offset) as *const u64) }
 }
 
 /// The current task_struct.

@@ -14,25 +14,17 @@ use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
     macros::tracepoint,
     programs::TracePointContext,
-    EbpfContext,
 };
 use monitor_common::{ConnectRecord, EventKind};
 
 use crate::common::{
-    current_task, fill_header, kptr, kread, off, output, scratch, watched, Inflight, CONNECT,
-    INFLIGHT,
+    current_task, fill_header, kptr, kread, off, output, scratch, tp_arg, watched, Inflight,
+    CONNECT, INFLIGHT,
 };
 use crate::path::fd_file;
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
-
-#[inline(always)]
-fn arg(ctx: &TracePointContext, offset: usize) -> u64 {
-    // SAFETY: offsets from the tracepoint formats above, 8-byte aligned
-    // and inside the record: a direct context load, no helper call.
-    unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const u8).add(offset) as *const u64) }
-}
 
 #[tracepoint]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
@@ -41,10 +33,10 @@ pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
     }
     let rec = Inflight {
         what: CONNECT,
-        fd: arg(&ctx, 16) as i32,
-        ptr: arg(&ctx, 24),
+        fd: tp_arg(&ctx, 16) as i32,
+        ptr: tp_arg(&ctx, 24),
         flags: 0,
-        mode: arg(&ctx, 32),
+        mode: tp_arg(&ctx, 32),
     };
     let _ = INFLIGHT.insert(bpf_get_current_pid_tgid(), rec, 0);
     0
@@ -63,7 +55,7 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
     };
     let _ = INFLIGHT.remove(&key);
     if saved.what == CONNECT {
-        let _ = try_exit(arg(&ctx, 16) as i64, &saved);
+        let _ = try_exit(tp_arg(&ctx, 16) as i64, &saved);
     }
     0
 }

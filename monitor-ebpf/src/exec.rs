@@ -20,31 +20,25 @@ use aya_ebpf::{
     },
     macros::tracepoint,
     programs::TracePointContext,
-    EbpfContext,
 };
 use monitor_common::{
     EventKind, ExecArgsRecord, ExecRecord, ARGC_MAX, ARGV_MAX, ARGV_TRUNCATED, PATH_MAX,
     REQ_PATH_MAX,
 };
 
-use crate::common::{current_task, fill_header, kptr, off, output, scratch, watched, PATH_END};
+use crate::common::{
+    current_task, fill_header, kptr, off, output, scratch, tp_arg, watched, PATH_END,
+};
 use crate::path::resolve_file;
 
 const AT_FDCWD: i32 = -100;
 /// Largest single argument copied; longer ones are cut and flagged.
 const ARG_CHUNK: u32 = 4096;
 
-#[inline(always)]
-fn arg(ctx: &TracePointContext, offset: usize) -> u64 {
-    // SAFETY: offsets from the tracepoint formats above, 8-byte aligned
-    // and inside the record: a direct context load, no helper call.
-    unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const u8).add(offset) as *const u64) }
-}
-
 #[tracepoint]
 pub fn sys_enter_execve(ctx: TracePointContext) -> u32 {
     if watched() {
-        let _ = try_enter(AT_FDCWD, arg(&ctx, 16), arg(&ctx, 24));
+        let _ = try_enter(AT_FDCWD, tp_arg(&ctx, 16), tp_arg(&ctx, 24));
     }
     0
 }
@@ -52,7 +46,7 @@ pub fn sys_enter_execve(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sys_enter_execveat(ctx: TracePointContext) -> u32 {
     if watched() {
-        let _ = try_enter(arg(&ctx, 16) as i32, arg(&ctx, 24), arg(&ctx, 32));
+        let _ = try_enter(tp_arg(&ctx, 16) as i32, tp_arg(&ctx, 24), tp_arg(&ctx, 32));
     }
     0
 }
@@ -149,7 +143,7 @@ extern "C" fn argv_step(index: u64, _ctx: *mut c_void) -> i64 {
 #[tracepoint]
 pub fn sys_exit_execve(ctx: TracePointContext) -> u32 {
     if watched() {
-        let _ = try_exit(arg(&ctx, 16) as i64);
+        let _ = try_exit(tp_arg(&ctx, 16) as i64);
     }
     0
 }
@@ -157,7 +151,7 @@ pub fn sys_exit_execve(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sys_exit_execveat(ctx: TracePointContext) -> u32 {
     if watched() {
-        let _ = try_exit(arg(&ctx, 16) as i64);
+        let _ = try_exit(tp_arg(&ctx, 16) as i64);
     }
     0
 }

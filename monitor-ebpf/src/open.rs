@@ -18,12 +18,11 @@ use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated::bpf_probe_read_kernel},
     macros::tracepoint,
     programs::TracePointContext,
-    EbpfContext,
 };
 use monitor_common::{EventKind, OpenRecord, OpenSyscall, PATH_MAX, REQ_PATH_MAX, REQ_TRUNCATED};
 
 use crate::common::{
-    current_task, fill_header, output, scratch, watched, Inflight, INFLIGHT, PATH_END,
+    current_task, fill_header, output, scratch, tp_arg, watched, Inflight, INFLIGHT, PATH_END,
 };
 use crate::path::{fd_file, resolve_file};
 
@@ -46,16 +45,6 @@ fn save(what: OpenSyscall, dfd: i32, ptr: u64, flags: u64, mode: u64) {
     let _ = INFLIGHT.insert(bpf_get_current_pid_tgid(), rec, 0);
 }
 
-/// A tracepoint argument, read with a direct context load (the verifier
-/// allows them for tracepoints) instead of `bpf_probe_read_kernel`, which
-/// costs a helper call (~40 ns here) per argument.
-#[inline(always)]
-fn arg(ctx: &TracePointContext, offset: usize) -> u64 {
-    // SAFETY: offsets from the tracepoint format above, 8-byte aligned and
-    // inside the record.
-    unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const u8).add(offset) as *const u64) }
-}
-
 #[tracepoint]
 pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
     if !watched() {
@@ -63,10 +52,10 @@ pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
     }
     save(
         OpenSyscall::Openat,
-        arg(&ctx, 16) as i32,
-        arg(&ctx, 24),
-        arg(&ctx, 32),
-        arg(&ctx, 40),
+        tp_arg(&ctx, 16) as i32,
+        tp_arg(&ctx, 24),
+        tp_arg(&ctx, 32),
+        tp_arg(&ctx, 40),
     );
     0
 }
@@ -76,14 +65,14 @@ pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
     if !watched() {
         return 0;
     }
-    let how = arg(&ctx, 32);
+    let how = tp_arg(&ctx, 32);
     // SAFETY: bpf_probe_read_user checks the address.
     let flags = unsafe { bpf_probe_read_user(how as *const u64) }.unwrap_or(0);
     let mode = unsafe { bpf_probe_read_user((how + 8) as *const u64) }.unwrap_or(0);
     save(
         OpenSyscall::Openat2,
-        arg(&ctx, 16) as i32,
-        arg(&ctx, 24),
+        tp_arg(&ctx, 16) as i32,
+        tp_arg(&ctx, 24),
         flags,
         mode,
     );
@@ -98,9 +87,9 @@ pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
     save(
         OpenSyscall::Open,
         AT_FDCWD,
-        arg(&ctx, 16),
-        arg(&ctx, 24),
-        arg(&ctx, 32),
+        tp_arg(&ctx, 16),
+        tp_arg(&ctx, 24),
+        tp_arg(&ctx, 32),
     );
     0
 }
@@ -114,9 +103,9 @@ pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
     save(
         OpenSyscall::Creat,
         AT_FDCWD,
-        arg(&ctx, 16),
+        tp_arg(&ctx, 16),
         O_CREAT | O_WRONLY_TRUNC,
-        arg(&ctx, 24),
+        tp_arg(&ctx, 24),
     );
     0
 }
@@ -163,7 +152,7 @@ fn on_exit(ctx: &TracePointContext) -> u32 {
 
 #[inline(always)]
 fn try_exit(ctx: &TracePointContext, saved: &Inflight) -> Result<(), i32> {
-    let ret = arg(ctx, 16) as i64;
+    let ret = tp_arg(ctx, 16) as i64;
     let sc = scratch().ok_or(-12)?;
     const FIXED: usize = core::mem::size_of::<OpenRecord>();
     // SAFETY: sc is this CPU's scratch value; every offset below is clamped
