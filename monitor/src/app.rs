@@ -13,7 +13,7 @@ use agentwatch::policy::{self, Policy, PolicyError};
 use agentwatch::probes::loader::{LoadOptions, Probes};
 use agentwatch::session::format::{Header, WatchedCgroup};
 use agentwatch::sinks::console::ConsoleSink;
-use agentwatch::sinks::journald::JournaldSink;
+use agentwatch::sinks::journald::{session_closed_fields, JournaldSink};
 use agentwatch::sinks::json::JsonSink;
 use agentwatch::sinks::recorder::{Recorder, RecorderConfig};
 use agentwatch::sinks::trace::TracePrinter;
@@ -172,6 +172,8 @@ fn watch(args: WatchArgs) -> Result<ExitCode> {
 
     let known_ids: Vec<u64> = names.known().keys().copied().collect();
     let mut recorder_handle: Option<Recorder> = None;
+    let mut recorder_stats = None;
+    let mut recorder_path = None;
     if !args.no_record {
         let mut header = Header::new(
             start_ns,
@@ -193,6 +195,8 @@ fn watch(args: WatchArgs) -> Result<ExitCode> {
         let config = RecorderConfig::for_record_arg(args.record.as_deref());
         let recorder = Recorder::start(&config, header).context("starting the session recorder")?;
         eprintln!("agentwatch: recording to {}", recorder.path().display());
+        recorder_stats = Some(recorder.stats());
+        recorder_path = Some(recorder.path().to_path_buf());
         recorder_handle = Some(recorder);
     }
     // Cgroup names learned during the run go into the session too, so replay
@@ -225,6 +229,21 @@ fn watch(args: WatchArgs) -> Result<ExitCode> {
     drop(probes);
     pipeline.finish();
     report_stats(&stats);
+    // Pin the session in the journal: its final hash lets `verify` results be
+    // checked even against someone who rewrote the whole file and its chain.
+    if let (false, Some(closed), Some(path)) = (
+        args.no_journald,
+        recorder_stats.as_ref().and_then(|s| s.closed()),
+        &recorder_path,
+    ) {
+        let fields = session_closed_fields(
+            &path.display().to_string(),
+            closed.footer.events,
+            closed.footer.alerts,
+            &closed.last_hash,
+        );
+        let _ = JournaldSink::new().send_entry(&fields);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -44,6 +44,37 @@ pub fn message_id(rule: &str) -> &'static str {
     }
 }
 
+/// The `MESSAGE_ID` of the entry that closes a recorded session (stable).
+pub const SESSION_CLOSED_ID: &str = "7f3c2a9d5b1e4c86a0d4e2b9c1f05a37";
+
+/// The journal entry that pins a recorded session: its file, counts and final
+/// chain hash. The hash is what `agentwatch verify` can be checked against
+/// even if someone rewrote the whole file and its chain.
+pub fn session_closed_fields(
+    path: &str,
+    events: u64,
+    alerts: u64,
+    final_hash: &str,
+) -> Vec<(String, Vec<u8>)> {
+    let f = |k: &str, v: String| (k.to_string(), v.into_bytes());
+    vec![
+        f(
+            "MESSAGE",
+            format!(
+                "agentwatch session recorded to {path}: {events} events, {alerts} alerts, \
+                 final hash {final_hash}"
+            ),
+        ),
+        f("PRIORITY", "6".into()),
+        f("SYSLOG_IDENTIFIER", "agentwatch".into()),
+        f("MESSAGE_ID", SESSION_CLOSED_ID.into()),
+        f("AGENTWATCH_SESSION", path.into()),
+        f("AGENTWATCH_SESSION_EVENTS", events.to_string()),
+        f("AGENTWATCH_SESSION_ALERTS", alerts.to_string()),
+        f("AGENTWATCH_SESSION_HASH", final_hash.into()),
+    ]
+}
+
 fn field_name(prefix: &str, key: &str) -> String {
     let mut n = String::with_capacity(prefix.len() + key.len());
     n.push_str(prefix);
@@ -186,6 +217,16 @@ impl JournaldSink {
     /// Entries that could not be sent.
     pub fn failed(&self) -> u64 {
         self.failed
+    }
+
+    /// Sends one entry made of `fields` (see [`session_closed_fields`]).
+    pub fn send_entry(&mut self, fields: &[(String, Vec<u8>)]) -> io::Result<()> {
+        let res = self.send(&encode(fields));
+        match &res {
+            Ok(()) => self.sent += 1,
+            Err(_) => self.failed += 1,
+        }
+        res
     }
 
     fn send(&self, data: &[u8]) -> io::Result<()> {
@@ -386,6 +427,33 @@ mod tests {
         assert_eq!(get(&f, "AGENTWATCH_EGRESS_DADDR"), Some("203.0.113.1"));
         assert!(get(&f, "AGENTWATCH_CAUSE").unwrap().starts_with('{'));
         assert_eq!(get(&f, "PRIORITY"), Some("3"), "test alert severity");
+    }
+
+    #[test]
+    fn the_session_closing_entry_carries_path_counts_and_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sock");
+        let rx = UnixDatagram::bind(&path).unwrap();
+        let mut sink = JournaldSink::with_socket(&path, Box::new(std::io::sink()));
+        let hash = "ab".repeat(32);
+        sink.send_entry(&session_closed_fields("/s/x.jsonl.zst", 10, 2, &hash))
+            .unwrap();
+        let mut buf = vec![0u8; 65536];
+        let n = rx.recv(&mut buf).unwrap();
+        let got = decode(&buf[..n]).unwrap();
+        let get = |k: &str| {
+            got.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| String::from_utf8(v.clone()).unwrap())
+                .unwrap_or_else(|| panic!("no {k} in {got:?}"))
+        };
+        assert_eq!(get("MESSAGE_ID"), SESSION_CLOSED_ID);
+        assert_eq!(get("AGENTWATCH_SESSION"), "/s/x.jsonl.zst");
+        assert_eq!(get("AGENTWATCH_SESSION_EVENTS"), "10");
+        assert_eq!(get("AGENTWATCH_SESSION_ALERTS"), "2");
+        assert_eq!(get("AGENTWATCH_SESSION_HASH"), hash);
+        assert!(get("MESSAGE").contains(&hash));
+        assert_eq!(sink.sent(), 1);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use agentwatch_e2e::daemon::agentwatch_bin;
 use agentwatch_e2e::events::show;
+use agentwatch_e2e::journald::Journald;
 use agentwatch_e2e::util::{run_ok, TempDir};
 use agentwatch_e2e::{require_root, Daemon};
 
@@ -365,7 +366,10 @@ fn forensics_compressed_session_in_a_session_directory_round_trips_and_is_listed
     let dir = TempDir::new("sessions");
     let store: PathBuf = dir.path().join("store");
     let arg = format!("{}/", store.display());
-    let d = s.daemon(&["--no-journald", "--record", &arg]);
+    // With journald on: the daemon pins the closed session in the journal.
+    let journal = Journald::ensure();
+    let mark = journal.mark();
+    let d = s.daemon(&["--record", &arg]);
     activity(&s, &d);
     let f = d.stop_ok();
     let live = json_lines(&f.stdout);
@@ -409,6 +413,35 @@ fn forensics_compressed_session_in_a_session_directory_round_trips_and_is_listed
     let v = agentwatch(&["verify", file.to_str().unwrap()]);
     assert_eq!(v.code, Some(0), "verify: {v}");
     assert_replay_matches(file, &live, 0);
+
+    // The journal entry that pins the session carries its file, alert count
+    // and the same final hash the recorder reported.
+    let last_hash = f
+        .stderr
+        .split("last hash ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no 'last hash' on stderr:\n{}", f.stderr));
+    let pinned = journal.wait_for(
+        &mark,
+        &[
+            "MESSAGE_ID=7f3c2a9d5b1e4c86a0d4e2b9c1f05a37",
+            &format!("AGENTWATCH_SESSION={}", file.display()),
+        ],
+        WAIT,
+    );
+    let e = &pinned[0];
+    assert_eq!(
+        e["AGENTWATCH_SESSION_HASH"].as_str(),
+        Some(last_hash),
+        "{e}"
+    );
+    assert_eq!(
+        e["AGENTWATCH_SESSION_ALERTS"].as_str(),
+        Some(live.len().to_string().as_str()),
+        "{e}"
+    );
+    assert_eq!(e["SYSLOG_IDENTIFIER"].as_str(), Some("agentwatch"), "{e}");
 
     let l = agentwatch(&["sessions", "--dir", store.to_str().unwrap(), "--json"]);
     assert_eq!(l.code, Some(0), "sessions: {l}");
