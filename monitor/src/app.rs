@@ -225,8 +225,7 @@ fn watch(args: WatchArgs) -> Result<ExitCode> {
         pipeline.handle(&ev);
     }
     announce_ready(&targets);
-    let stats = rt.block_on(source.run(&mut pipeline, shutdown_signal()))?;
-    drop(probes);
+    let stats = rt.block_on(source.run(&mut pipeline, shutdown_signal(), move || drop(probes)))?;
     pipeline.finish();
     report_stats(&stats);
     // Pin the session in the journal: its final hash lets `verify` results be
@@ -260,9 +259,8 @@ fn trace(args: TraceArgs) -> Result<ExitCode> {
         pipeline.handle(&ev);
     }
     announce_ready(&targets);
-    let stats = rt.block_on(source.run(&mut pipeline, shutdown_signal()))?;
+    let stats = rt.block_on(source.run(&mut pipeline, shutdown_signal(), move || drop(probes)))?;
     pipeline.finish();
-    drop(probes);
     report_stats(&stats);
     Ok(ExitCode::SUCCESS)
 }

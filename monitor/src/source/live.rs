@@ -77,12 +77,14 @@ impl LiveSource {
         self.clock
     }
 
-    /// Runs until `shutdown` resolves, then drains what is left and returns
-    /// the counts.
+    /// Runs until `shutdown` resolves, then calls `detach` (so the kernel
+    /// stops producing), drains what is left and returns the counts: nothing
+    /// the kernel delivered before the programs were detached is left unread.
     pub async fn run(
         mut self,
         pipeline: &mut Pipeline,
         shutdown: impl Future<Output = ()>,
+        detach: impl FnOnce(),
     ) -> std::io::Result<LiveStats> {
         tokio::pin!(shutdown);
         let mut drain = tokio::time::interval(DRAIN_INTERVAL);
@@ -109,7 +111,9 @@ impl LiveSource {
                 }
             }
         }
-        // Whatever the kernel already put in the ring buffer is read before exit.
+        // Detach first, then read whatever the kernel already put in the ring
+        // buffer (the map stays alive: this source holds it).
+        detach();
         self.drain(pipeline);
         self.check_lost(pipeline);
         pipeline.flush();
