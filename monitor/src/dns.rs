@@ -50,7 +50,9 @@ pub struct DnsMap {
 
 impl Default for DnsMap {
     fn default() -> Self {
-        DnsMap::new(600 * 1_000_000_000, 86_400 * 1_000_000_000, 65_536)
+        // 16,384 addresses: a few MiB at most, and under a churn of new names
+        // the map stops growing there instead of for the whole 600 s.
+        DnsMap::new(600 * 1_000_000_000, 86_400 * 1_000_000_000, 16_384)
     }
 }
 
@@ -177,7 +179,8 @@ impl DnsMap {
             .unwrap_or_default()
     }
 
-    /// Drop expired entries, then the soonest-expiring addresses while over the cap.
+    /// Drop expired entries, then, when over the cap, the soonest-expiring
+    /// addresses down to 7/8 of it.
     pub fn expire(&mut self, now_ns: u64) {
         self.by_addr.retain(|_, v| {
             v.retain(|e| e.expires_ns > now_ns);
@@ -190,7 +193,9 @@ impl DnsMap {
                 .map(|(a, e)| (e.iter().map(|e| e.expires_ns).max().unwrap_or(0), *a))
                 .collect();
             v.sort();
-            let excess = self.by_addr.len() - self.cap;
+            // Evict down to 7/8 of the cap, not to the cap: otherwise every
+            // new address past the cap would sort the whole map again.
+            let excess = self.by_addr.len() - (self.cap - self.cap / 8);
             for (_, a) in v.into_iter().take(excess) {
                 self.by_addr.remove(&a);
             }
