@@ -102,3 +102,35 @@ pub struct Alert {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
+
+/// An empty alert to fill in with struct-update syntax
+/// (`Alert { rule, message, ..Alert::default() }`): every optional field
+/// empty, `count` 1 (a first alert), severity `low` until the rule sets it.
+impl Default for Alert {
+    fn default() -> Self {
+        Alert {
+            time: String::new(),
+            rule: String::new(),
+            severity: Severity::Low,
+            message: String::new(),
+            pid: 0,
+            ppid: 0,
+            uid: 0,
+            comm: String::new(),
+            exe: None,
+            argv: None,
+            cgroup_id: 0,
+            cgroup: None,
+            path: None,
+            path_requested: None,
+            daddr: None,
+            dport: None,
+            protocol: None,
+            host: None,
+            count: 1,
+            cause: None,
+            egress: None,
+            detail: None,
+        }
+    }
+}

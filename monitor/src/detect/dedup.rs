@@ -145,20 +145,8 @@ mod tests {
             ppid: 0,
             uid: 0,
             comm: "cat".into(),
-            exe: None,
-            argv: None,
             cgroup_id: 1,
-            cgroup: None,
-            path: None,
-            path_requested: None,
-            daddr: None,
-            dport: None,
-            protocol: None,
-            host: None,
-            count: 1,
-            cause: None,
-            egress: None,
-            detail: None,
+            ..Alert::default()
         }
     }
     fn key(p: u64, o: &str) -> DedupKey {

@@ -431,16 +431,7 @@ impl Engine {
             argv,
             cgroup_id: ev.task.cgroup_id,
             cgroup: self.cgroups.lookup(ev.task.cgroup_id),
-            path: None,
-            path_requested: None,
-            daddr: None,
-            dport: None,
-            protocol: None,
-            host: None,
-            count: 1,
-            cause: None,
-            egress: None,
-            detail: None,
+            ..Alert::default()
         }
     }
 

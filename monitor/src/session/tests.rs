@@ -43,20 +43,10 @@ pub(crate) fn alert(i: u64, rule: &str) -> Alert {
         ppid: 1,
         uid: 1000,
         comm: "cat".into(),
-        exe: None,
-        argv: None,
         cgroup_id: 42,
         cgroup: Some("agent.slice".into()),
         path: Some("/home/u/.aws/credentials".into()),
-        path_requested: None,
-        daddr: None,
-        dport: None,
-        protocol: None,
-        host: None,
-        count: 1,
-        cause: None,
-        egress: None,
-        detail: None,
+        ..Alert::default()
     }
 }
 

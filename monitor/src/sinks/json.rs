@@ -100,14 +100,8 @@ pub(crate) fn test_alert() -> Alert {
         cgroup: Some("/agent.slice".into()),
         path: Some("/home/a/.aws/credentials".into()),
         path_requested: Some("../.aws/credentials".into()),
-        daddr: None,
-        dport: None,
-        protocol: None,
-        host: None,
-        count: 1,
-        cause: None,
-        egress: None,
         detail: Some("secret: aws".into()),
+        ..Alert::default()
     }
 }
 
