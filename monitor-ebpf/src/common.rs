@@ -115,6 +115,21 @@ pub const CONNECT: u32 = 100;
 #[map]
 pub static INFLIGHT: LruHashMap<u64, Inflight> = LruHashMap::with_max_entries(16384, 0);
 
+/// At syscall exit: the arguments the entry hook saved for this thread, if
+/// the thread is watched and has some; the entry is removed either way.
+/// The cheap cgroup check comes first: most tasks are not watched.
+#[inline(always)]
+pub fn take_inflight() -> Option<Inflight> {
+    if !watched() {
+        return None;
+    }
+    let key = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out before the entry is removed.
+    let saved = unsafe { INFLIGHT.get(&key) }.copied()?;
+    let _ = INFLIGHT.remove(&key);
+    Some(saved)
+}
+
 // Load-time constants (.rodata), set by the loader with override_global. The
 // verifier sees them as constants, so dead branches and unused slots vanish.
 

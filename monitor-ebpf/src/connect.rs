@@ -18,8 +18,8 @@ use aya_ebpf::{
 use monitor_common::{ConnectRecord, EventKind};
 
 use crate::common::{
-    current_task, fill_header, kptr, kread, off, output, scratch, tp_arg, watched, Inflight,
-    CONNECT, INFLIGHT,
+    current_task, fill_header, kptr, kread, off, output, scratch, take_inflight, tp_arg, watched,
+    Inflight, CONNECT, INFLIGHT,
 };
 use crate::path::fd_file;
 
@@ -44,16 +44,9 @@ pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
-    if !watched() {
+    let Some(saved) = take_inflight() else {
         return 0;
-    }
-    let key = bpf_get_current_pid_tgid();
-    // SAFETY: copied out before removal.
-    let saved = match unsafe { INFLIGHT.get(&key) } {
-        Some(s) => *s,
-        None => return 0,
     };
-    let _ = INFLIGHT.remove(&key);
     if saved.what == CONNECT {
         let _ = try_exit(tp_arg(&ctx, 16) as i64, &saved);
     }

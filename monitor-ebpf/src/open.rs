@@ -22,7 +22,8 @@ use aya_ebpf::{
 use monitor_common::{EventKind, OpenRecord, OpenSyscall, PATH_MAX, REQ_PATH_MAX, REQ_TRUNCATED};
 
 use crate::common::{
-    current_task, fill_header, output, scratch, tp_arg, watched, Inflight, INFLIGHT, PATH_END,
+    current_task, fill_header, output, scratch, take_inflight, tp_arg, watched, Inflight, INFLIGHT,
+    PATH_END,
 };
 use crate::path::{fd_file, resolve_file};
 
@@ -132,17 +133,9 @@ pub fn sys_exit_creat(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn on_exit(ctx: &TracePointContext) -> u32 {
-    // Cheap filter first: most tasks are not watched and have no saved entry.
-    if !watched() {
+    let Some(saved) = take_inflight() else {
         return 0;
-    }
-    let key = bpf_get_current_pid_tgid();
-    // SAFETY: the value is copied out before the entry is removed.
-    let saved = match unsafe { INFLIGHT.get(&key) } {
-        Some(s) => *s,
-        None => return 0,
     };
-    let _ = INFLIGHT.remove(&key);
     if saved.what > OpenSyscall::Creat as u32 {
         return 0;
     }
